@@ -1,0 +1,165 @@
+"""Audio sources: files, raw PCM on stdin and the microphone, all delivered as mono float32 pieces.
+
+Decoding uses soundfile (libsndfile: WAV, FLAC, OGG/Vorbis/Opus, AIFF... without FFmpeg) and resampling
+uses soxr (the SoX resampler: high quality and fast, and streamable so live sources can be resampled
+piece by piece). The microphone goes through sounddevice (PortAudio), imported only when it is used so
+that machines without an audio stack can still run everything else.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(ValueError):
+    """Audio could not be read or used (one-line message for the user)."""
+
+
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """Average channels (``[n, channels]`` -> ``[n]``) and return float32."""
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """Resample a whole mono signal with soxr's high-quality setting."""
+    if from_rate == to_rate:
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return soxr.resample(samples, from_rate, to_rate, quality="HQ").astype(np.float32, copy=False)
+
+
+def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read a whole audio file as mono float32 at ``sample_rate``.
+
+    Raises:
+        AudioError: the file is missing, empty, corrupt or in a format libsndfile cannot read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"audio file not found: {path}")
+    if path.is_dir():
+        raise AudioError(f"audio path is a folder, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError(f"audio file is empty: {path}")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"cannot decode audio file {path}: {str(err).splitlines()[0]}") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"audio file has no samples: {path}")
+    return resample(to_mono(data), rate, sample_rate)
+
+
+def pieces(samples: np.ndarray, piece_samples: int) -> Iterator[np.ndarray]:
+    """Split a signal into consecutive pieces of ``piece_samples`` (the last may be shorter)."""
+    for start in range(0, len(samples), piece_samples):
+        yield samples[start : start + piece_samples]
+
+
+def paced(source: Iterable[np.ndarray], sample_rate: int) -> Iterator[np.ndarray]:
+    """Yield pieces no faster than real time, as a live source would deliver them."""
+    t0 = time.perf_counter()
+    sent = 0
+    for piece in source:
+        sent += len(piece)
+        delay = t0 + sent / sample_rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        yield piece
+
+
+class StreamResampler:
+    """Mono conversion plus streaming resampling of pieces arriving one at a time."""
+
+    def __init__(self, from_rate: int, to_rate: int, channels: int = 1) -> None:
+        self._stream = None
+        if from_rate != to_rate:
+            self._stream = soxr.ResampleStream(from_rate, to_rate, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, piece: np.ndarray, last: bool = False) -> np.ndarray:
+        mono = to_mono(piece)
+        if self._stream is None:
+            return mono
+        return self._stream.resample_chunk(mono, last=last)
+
+
+def read_pcm(
+    stream: BinaryIO, rate: int, fmt: str, sample_rate: int, piece_ms: int, channels: int = 1
+) -> Iterator[np.ndarray]:
+    """Raw interleaved PCM from a binary stream (e.g. stdin) as mono float32 pieces at ``sample_rate``.
+
+    Raises:
+        AudioError: unknown format or a stream that ends in the middle of a sample.
+    """
+    if fmt not in PCM_FORMATS:
+        raise AudioError(f"unknown PCM format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
+    if rate <= 0:
+        raise AudioError(f"sample rate must be positive, got {rate}")
+    dtype = PCM_FORMATS[fmt]
+    frame_bytes = dtype.itemsize * channels
+    want = max(1, rate * piece_ms // 1000) * frame_bytes
+    convert = StreamResampler(rate, sample_rate)
+    pending = b""
+    while True:
+        data = stream.read(want - len(pending))
+        if not data:
+            break
+        pending += data
+        if len(pending) < want:
+            continue
+        yield convert(_decode_pcm(pending, dtype, channels))
+        pending = b""
+    if len(pending) % frame_bytes:
+        raise AudioError(f"PCM input ended inside a sample ({len(pending) % frame_bytes} stray bytes)")
+    tail = _decode_pcm(pending, dtype, channels) if pending else np.zeros((0,), np.float32)
+    yield convert(tail, last=True)
+
+
+def _decode_pcm(data: bytes, dtype: np.dtype, channels: int) -> np.ndarray:
+    samples = np.frombuffer(data, dtype=dtype).astype(np.float32)
+    if dtype.kind == "i":
+        samples /= 32768.0
+    return samples.reshape(-1, channels) if channels > 1 else samples
+
+
+def stdin_pcm(rate: int, fmt: str, sample_rate: int, piece_ms: int) -> Iterator[np.ndarray]:
+    """Raw PCM from standard input; see :func:`read_pcm`."""
+    return read_pcm(sys.stdin.buffer, rate, fmt, sample_rate, piece_ms)
+
+
+def microphone(sample_rate: int, piece_ms: int, device: str | int | None = None) -> Iterator[np.ndarray]:
+    """Live microphone pieces (mono float32 at ``sample_rate``) until the caller stops iterating.
+
+    Raises:
+        AudioError: no audio library, no input device, or the device refuses the stream.
+    """
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as err:
+        raise AudioError(f"microphone unavailable: {err}") from None
+    try:
+        info = sd.query_devices(device, kind="input")
+    except (ValueError, sd.PortAudioError) as err:
+        raise AudioError(f"no microphone found: {err}") from None
+    rate = int(info["default_samplerate"])
+    convert = StreamResampler(rate, sample_rate)
+    block = max(1, rate * piece_ms // 1000)
+    try:
+        with sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=block, device=device) as mic:
+            while True:
+                data, _overflow = mic.read(block)
+                yield convert(data[:, 0])
+    except sd.PortAudioError as err:
+        raise AudioError(f"microphone stream failed: {err}") from None

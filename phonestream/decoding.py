@@ -1,0 +1,106 @@
+"""Decoding: CTC frame posteriors -> phonemes, incrementally, with a commit rule that never retracts.
+
+Greedy CTC takes the best symbol per frame, merges repeats and drops blanks. Done incrementally, the
+decoder carries the last frame's symbol across chunk boundaries, so a phoneme spanning a boundary is one
+phoneme and a repeat separated by a blank stays two.
+
+The commit rule (the stabiliser): a phoneme is committed when the frame that *ends* it is final, that is
+when it was computed with the full right context (see :mod:`phonestream.streaming`). Final frames never
+change, so a committed phoneme never changes either. Everything after that is the provisional tail: the
+still-open phoneme plus the greedy reading of the lookahead frames, which the next step may revise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .events import Phoneme
+from .models.base import Vocabulary
+from .streaming import FrameBlock
+
+
+@dataclass
+class _Run:
+    """An open phoneme: a run of frames whose best symbol is ``token``."""
+
+    token: int
+    start_frame: int
+    prob_sum: float
+    frames: int
+
+
+class GreedyDecoder:
+    """Incremental greedy CTC decoding of :class:`FrameBlock` s into committed :class:`Phoneme` s."""
+
+    def __init__(self, vocab: Vocabulary, frame_seconds: float, sample_rate: int) -> None:
+        self.vocab = vocab
+        self.frame_seconds = frame_seconds
+        self.sample_rate = sample_rate
+        self._silent = np.zeros(len(vocab), dtype=bool)
+        self._silent[[vocab.blank_id, *vocab.skip_ids]] = True
+        self._prev = vocab.blank_id  # best symbol of the last final frame
+        self._run: _Run | None = None
+        self._frame = 0  # next final frame index
+        self.count = 0  # phonemes committed so far
+
+    def _best(self, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        best = log_probs.argmax(axis=1)
+        best = np.where(self._silent[best], self.vocab.blank_id, best)
+        return best, np.exp(log_probs[np.arange(len(best)), best])
+
+    def advance(self, block: FrameBlock) -> list[Phoneme]:
+        """Consume one block's final frames; return the phonemes this commits, in order."""
+        committed_at = block.received / self.sample_rate
+        out: list[Phoneme] = []
+        if len(block.final):
+            best, probs = self._best(block.final)
+            for offset, (token, prob) in enumerate(zip(best.tolist(), probs.tolist())):
+                frame = block.start_frame + offset
+                if token == self._prev and token != self.vocab.blank_id:
+                    self._run.prob_sum += prob  # type: ignore[union-attr]
+                    self._run.frames += 1  # type: ignore[union-attr]
+                    continue
+                if self._run is not None:
+                    out.append(self._close(frame, committed_at))
+                if token != self.vocab.blank_id:
+                    self._run = _Run(token, frame, prob, 1)
+                self._prev = token
+            self._frame = block.start_frame + len(block.final)
+        if block.last and self._run is not None:
+            out.append(self._close(self._frame, committed_at))
+        return out
+
+    def _close(self, end_frame: int, committed_at: float) -> Phoneme:
+        run = self._run
+        assert run is not None
+        self._run = None
+        p = Phoneme(
+            phoneme=self.vocab.symbols[run.token],
+            start=run.start_frame * self.frame_seconds,
+            end=end_frame * self.frame_seconds,
+            confidence=run.prob_sum / run.frames,
+            committed_at=committed_at,
+            index=self.count,
+        )
+        self.count += 1
+        return p
+
+    def partial(self, block: FrameBlock) -> list[str]:
+        """The provisional tail after this block: the open phoneme and the lookahead's greedy reading."""
+        tail = [] if self._run is None else [self.vocab.symbols[self._run.token]]
+        if len(block.provisional):
+            prev = self._prev
+            for token in self._best(block.provisional)[0].tolist():
+                if token != prev and token != self.vocab.blank_id:
+                    tail.append(self.vocab.symbols[token])
+                prev = token
+        return tail
+
+
+def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, frame_seconds: float, n_samples: int,
+                  sample_rate: int) -> list[Phoneme]:
+    """Greedy CTC over a whole utterance's posteriors (the offline reference); committed at its end."""
+    decoder = GreedyDecoder(vocab, frame_seconds, sample_rate)
+    return decoder.advance(FrameBlock(0, log_probs, log_probs[:0], n_samples, True))

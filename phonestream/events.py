@@ -1,0 +1,65 @@
+"""Events a stream produces, and their JSON form (one object per line with ``--json``, and over WebSocket).
+
+Schema (every event has ``type``):
+
+- ``phoneme``: a committed phoneme, never retracted: ``phoneme``, ``start``, ``end`` (seconds of audio,
+  from its frames), ``confidence`` (0-1, from its posteriors), ``committed_at`` (seconds of audio
+  received when it was committed), ``index`` (0-based position in the stream).
+- ``partial``: the provisional tail after the committed phonemes, replacing the previous partial:
+  ``phonemes`` (list of symbols), ``received`` (seconds of audio received).
+- ``summary``: last event of a stream, the run's metrics (see :mod:`phonestream.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    """A committed phoneme."""
+
+    phoneme: str
+    start: float
+    end: float
+    confidence: float
+    committed_at: float
+    index: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("start", "end", "committed_at"):
+            d[key] = round(d[key], 3)
+        d["confidence"] = round(d["confidence"], 4)
+        return {"type": "phoneme", **d}
+
+
+@dataclass(frozen=True)
+class Partial:
+    """The provisional tail: may change with the next step."""
+
+    phonemes: list[str]
+    received: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "partial", "phonemes": list(self.phonemes), "received": round(self.received, 3)}
+
+
+@dataclass(frozen=True)
+class Summary:
+    """End-of-stream metrics."""
+
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "summary", **self.metrics}
+
+
+Event = Phoneme | Partial | Summary
+
+
+def to_json(event: Event) -> str:
+    """One event as a compact JSON line (IPA and other non-ASCII symbols kept as they are)."""
+    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,91 @@
+"""Model backends: everything that turns an audio window into CTC phoneme log posteriors.
+
+:func:`load_model` picks the backend from what it is given:
+
+- nothing: the default model shipped inside the package (``phonestream/default_model``);
+- a folder with ``phonestream.json``: a frozen backbone plus CTC head (:mod:`.backbone`);
+- any other folder or a hub id: a Hugging Face ``*ForCTC`` checkpoint (:mod:`.hf`);
+- ``backbone=`` plus ``vocab=`` (and optionally ``head=`` weights): a backbone-plus-head model built
+  on the fly, the quick way to put a phoneme head on a user's own encoder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+
+__all__ = ["CTCModel", "ModelError", "StreamingDefaults", "Vocabulary", "BackboneCTCModel", "load_model",
+           "DEFAULT_MODEL_DIR"]
+
+
+def load_model(
+    name: str | Path | None = None,
+    *,
+    backbone: str | None = None,
+    vocab: str | Path | None = None,
+    head: str | Path | None = None,
+    head_type: str = "linear",
+    device: str = "cpu",
+    threads: int | None = None,
+) -> CTCModel:
+    """Load a CTC phoneme model.
+
+    Args:
+        name: local folder or hub id; None for the shipped default model (or the backbone set-up).
+        backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` for a backbone-plus-head model.
+        vocab: phoneme vocabulary file (one symbol per line) for the backbone set-up.
+        head: safetensors weights of the head; a seeded random head when omitted.
+        head_type: ``linear`` or ``conv`` when building a head on the fly.
+        device: ``cpu`` or ``cuda``.
+        threads: torch intra-op threads (None keeps torch's default).
+
+    Raises:
+        ModelError: with a one-line reason (missing folder, no CTC head, vocabulary mismatch...).
+    """
+    _quiet_transformers()
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ModelError(f"unknown device {device!r}; use cpu or cuda")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("--device cuda asked for, but torch sees no CUDA GPU")
+    if threads is not None:
+        if threads < 1:
+            raise ModelError(f"thread count must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    if backbone is not None or vocab is not None:
+        if name is not None:
+            raise ModelError("give either a model or --backbone/--vocab, not both")
+        if backbone is None or vocab is None:
+            raise ModelError("the backbone set-up needs both --backbone and --vocab")
+        symbols = read_vocab_file(vocab)  # before the (slow) backbone, so a bad file fails fast
+        return assemble(load_backbone(str(backbone), device), symbols, {"type": head_type}, head)
+    if name is None:
+        if not (DEFAULT_MODEL_DIR / "phonestream.json").exists():
+            raise ModelError("no default model is installed in this copy of phonestream; pass --model "
+                             "(a Hugging Face CTC folder or hub id)")
+        return load_backbone_model(DEFAULT_MODEL_DIR, device)
+    path = Path(name)
+    if path.exists() and not path.is_dir():
+        raise ModelError(f"model path is a file, not a folder: {path}")
+    if path.is_dir() and (path / "phonestream.json").exists():
+        return load_backbone_model(path, device)
+    if path.is_dir() and not (path / "config.json").exists():
+        raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
+    if not path.exists() and (str(name).startswith((".", "/", "~")) or str(name).count("/") > 1):
+        raise ModelError(f"model folder not found: {path}")
+    from .hf import load_hf_ctc
+
+    return load_hf_ctc(str(name), device)
+
+
+def _quiet_transformers() -> None:
+    """Progress bars and load reports from transformers would break the one-line error contract."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()

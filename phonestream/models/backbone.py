@@ -1,0 +1,289 @@
+"""A frozen pretrained speech encoder (the backbone) with a small CTC head on top.
+
+This is how phonestream gets real phonemes without fine-tuning a whole model: the backbone turns a
+window of audio into states, the head turns states into phoneme log posteriors. The shipped default
+model is one of these (a Whisper encoder); a user's Hugging Face encoder folder plus a vocabulary file
+makes another. Saved form, a folder::
+
+    phonestream.json   {"format": "phonestream-backbone-head", "backbone": {...}, "head": {...},
+                        "streaming": {"chunk_ms": .., "left_ms": .., "right_ms": ..}}
+    vocab.txt          one symbol per line, blank first
+    head.safetensors   the head's weights
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+
+FORMAT = "phonestream-backbone-head"
+BLANK = "<blank>"
+
+
+class Backbone(ABC):
+    """A frozen encoder: audio window in, one state vector per frame out."""
+
+    sample_rate: int
+    frame_stride: int
+    dim: int
+    max_window_s: float | None = None
+    description: str = ""
+
+    @abstractmethod
+    def num_frames(self, n_samples: int) -> int:
+        """Frames the encoder emits for a window of ``n_samples`` samples."""
+
+    @abstractmethod
+    def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """States ``[num_frames(len(w)), dim]`` float32 for each window."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-able description from which :func:`load_backbone` rebuilds this backbone."""
+
+
+class HFEncoderBackbone(Backbone):
+    """A Hugging Face audio encoder (Wav2Vec2Model, HubertModel, WavLMModel, ...), last hidden state."""
+
+    def __init__(self, path: str, device: str = "cpu") -> None:
+        from transformers import AutoConfig, AutoModel
+
+        from .hf import _conv_geometry, conv_num_frames
+
+        try:
+            cfg = AutoConfig.from_pretrained(path)
+            self.model = AutoModel.from_pretrained(path).eval().to(device)
+        except Exception as err:  # config/weights errors come in many types
+            raise ModelError(f"cannot load encoder {path!r}: {str(err).splitlines()[0]}") from None
+        self.path, self.device = str(path), device
+        self._kernels, self._strides = _conv_geometry(cfg)
+        self._conv_num_frames = conv_num_frames
+        self.frame_stride = int(np.prod(self._strides))
+        self.dim = int(cfg.hidden_size)
+        self.sample_rate, self.do_normalize = 16000, True
+        pre = Path(path) / "preprocessor_config.json"
+        if pre.exists():
+            settings = json.loads(pre.read_text())
+            self.sample_rate = int(settings.get("sampling_rate", 16000))
+            self.do_normalize = bool(settings.get("do_normalize", True))
+        self.description = f"{type(self.model).__name__} encoder"
+
+    def num_frames(self, n_samples: int) -> int:
+        return self._conv_num_frames(n_samples, self._kernels, self._strides)
+
+    def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        with torch.inference_mode():
+            for w in windows:  # one at a time: padding would change group-norm encoders' outputs
+                if self.num_frames(len(w)) == 0:
+                    out.append(np.zeros((0, self.dim), np.float32))
+                    continue
+                if self.do_normalize:
+                    w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+                x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None].to(self.device)
+                out.append(self.model(x).last_hidden_state[0].float().cpu().numpy())
+        return out
+
+    def config(self) -> dict[str, Any]:
+        return {"type": "hf-encoder", "path": self.path}
+
+
+# ---- heads -----------------------------------------------------------------------------------------
+
+
+class LinearHead(nn.Module):
+    """One linear layer from states to CTC logits."""
+
+    def __init__(self, dim: int, n_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, n_out)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:  # [B, T, dim] -> [B, T, n_out]
+        return self.proj(states)
+
+
+class ConvHead(nn.Module):
+    """A few 1-D convolutions over time (``kernel`` frames each, same padding), then a linear layer.
+
+    Its receptive field (``layers * (kernel - 1) + 1`` frames) lies inside every streaming window, so
+    the streamer's context covers it.
+    """
+
+    def __init__(self, dim: int, n_out: int, hidden: int = 256, kernel: int = 5, layers: int = 2,
+                 dropout: float = 0.1) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = dim
+        for _ in range(layers):
+            blocks += [nn.Conv1d(width, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Dropout(dropout)]
+            width = hidden
+        self.convs = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(width, n_out)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = self.norm(states).transpose(1, 2)
+        return self.proj(self.convs(x).transpose(1, 2))
+
+
+HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "conv": ConvHead}
+
+
+def build_head(spec: dict[str, Any], dim: int, n_out: int) -> nn.Module:
+    """A head from its JSON spec ``{"type": "linear"|"conv", ...constructor options}``."""
+    spec = dict(spec)
+    kind = spec.pop("type", "linear")
+    spec.pop("weights", None)
+    if kind not in HEADS:
+        raise ModelError(f"unknown head type {kind!r}; known: {', '.join(HEADS)}")
+    return HEADS[kind](dim, n_out, **spec)
+
+
+# ---- the model -------------------------------------------------------------------------------------
+
+
+class BackboneCTCModel(CTCModel):
+    """Backbone states through a CTC head, as a :class:`CTCModel`."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module, vocab: Vocabulary,
+                 head_spec: dict[str, Any] | None = None,
+                 streaming_defaults: StreamingDefaults | None = None) -> None:
+        self.backbone = backbone
+        self.head = head.eval()
+        self.head_spec = head_spec or {"type": "linear"}
+        self.vocab = vocab
+        self.sample_rate = backbone.sample_rate
+        self.frame_stride = backbone.frame_stride
+        self.max_window_s = backbone.max_window_s
+        self.streaming_defaults = streaming_defaults or StreamingDefaults()
+        n_head = sum(p.numel() for p in head.parameters())
+        self.description = f"{backbone.description} + {self.head_spec.get('type')} CTC head ({n_head / 1e6:.2f}M)"
+
+    def num_frames(self, n_samples: int) -> int:
+        return self.backbone.num_frames(n_samples)
+
+    def log_probs_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        states = self.backbone.encode_batch(windows)
+        out = []
+        with torch.inference_mode():
+            for s in states:
+                if len(s) == 0:
+                    out.append(np.zeros((0, len(self.vocab)), np.float32))
+                    continue
+                logits = self.head(torch.from_numpy(s)[None])[0]
+                out.append(torch.log_softmax(logits, dim=-1).numpy())
+        return out
+
+    def save(self, folder: str | Path) -> None:
+        """Write the folder form described in this module's docstring."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_vocab_file(folder / "vocab.txt", self.vocab)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
+        d = self.streaming_defaults
+        meta = {
+            "format": FORMAT,
+            "backbone": self.backbone.config(),
+            "head": {**self.head_spec, "weights": "head.safetensors"},
+            "vocab": "vocab.txt",
+            "streaming": {"chunk_ms": d.chunk_ms, "left_ms": d.left_ms, "right_ms": d.right_ms},
+        }
+        (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def read_vocab_file(path: str | Path) -> Vocabulary:
+    """A phoneme vocabulary file: one symbol per line; ``<blank>`` is added first if absent.
+
+    Raises:
+        ModelError: missing file, no symbols, or a symbol listed twice.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"vocabulary file not found: {path}")
+    symbols = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not symbols:
+        raise ModelError(f"vocabulary file {path} holds no symbols")
+    dupes = sorted({s for s in symbols if symbols.count(s) > 1})
+    if dupes:
+        raise ModelError(f"vocabulary file {path} lists {', '.join(dupes)} more than once")
+    if BLANK not in symbols:
+        symbols.insert(0, BLANK)
+    return Vocabulary(tuple(symbols), symbols.index(BLANK))
+
+
+def save_vocab_file(path: str | Path, vocab: Vocabulary) -> None:
+    Path(path).write_text("".join(s + "\n" for s in vocab.symbols), encoding="utf-8")
+
+
+def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None) -> Backbone:
+    """A backbone from its config dict, or from a path / registered name given as a string."""
+    if isinstance(spec, str):
+        spec = {"type": "whisper-tiny.en-ct2"} if spec == "whisper-tiny.en-ct2" else {"type": "hf-encoder", "path": spec}
+    kind = spec.get("type")
+    if kind == "hf-encoder":
+        path = Path(spec["path"])
+        if not path.is_absolute() and base is not None and (base / path).exists():
+            path = base / path
+        return HFEncoderBackbone(str(path), device)
+    if kind == "whisper-tiny.en-ct2":
+        from .whisper import WhisperBackbone
+
+        return WhisperBackbone(**{k: v for k, v in spec.items() if k != "type"}, device=device)
+    raise ModelError(f"unknown backbone type {kind!r}")
+
+
+def load_backbone_model(folder: str | Path, device: str = "cpu") -> BackboneCTCModel:
+    """Load the folder form written by :meth:`BackboneCTCModel.save`."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / "phonestream.json").read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"cannot read {folder / 'phonestream.json'}: {err}") from None
+    if meta.get("format") != FORMAT:
+        raise ModelError(f"{folder} is not a {FORMAT} folder")
+    vocab = read_vocab_file(folder / meta.get("vocab", "vocab.txt"))
+    backbone = load_backbone(meta["backbone"], device, base=folder)
+    head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
+    weights = meta.get("head", {}).get("weights")
+    return assemble(backbone, vocab, head_spec, folder / weights if weights else None,
+                    StreamingDefaults(**meta["streaming"]) if "streaming" in meta else None)
+
+
+def assemble(backbone: Backbone, vocab: Vocabulary, head_spec: dict[str, Any] | None = None,
+             weights: str | Path | None = None, streaming: StreamingDefaults | None = None,
+             seed: int = 0) -> BackboneCTCModel:
+    """Backbone + vocabulary + head (random, seeded, unless ``weights`` names a safetensors file).
+
+    Raises:
+        ModelError: the weights do not fit the head, or their output size differs from the vocabulary.
+    """
+    head_spec = head_spec or {"type": "linear"}
+    torch.manual_seed(seed)
+    head = build_head(head_spec, backbone.dim, len(vocab))
+    if weights is not None:
+        from safetensors.torch import load_file
+
+        if not Path(weights).is_file():
+            raise ModelError(f"head weights not found: {weights}")
+        state = load_file(str(weights))
+        expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+        got = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != got:
+            out_rows = [v[0] for k, v in got.items() if k.startswith("proj.") and k.endswith("bias")]
+            if out_rows and out_rows[0] != len(vocab):
+                raise ModelError(f"head weights {weights} have {out_rows[0]} outputs but the vocabulary has {len(vocab)} symbols")
+            raise ModelError(f"head weights {weights} do not fit a {head_spec.get('type')} head on a {backbone.dim}-dim backbone")
+        head.load_state_dict(state)
+    return BackboneCTCModel(backbone, head, vocab, head_spec, streaming)

@@ -1,0 +1,146 @@
+"""Hugging Face CTC checkpoints (wav2vec2, HuBERT, WavLM, Data2VecAudio, anything AutoModelForCTC loads).
+
+The phoneme symbols and the blank come from the checkpoint's tokenizer vocabulary (``vocab.json``, as
+written by Wav2Vec2CTCTokenizer and Wav2Vec2PhonemeCTCTokenizer); the blank is the pad token, as in
+transformers' CTC training. The feature extractor's settings (sampling rate, ``do_normalize``) are
+honoured so that windows are prepared exactly as the checkpoint was trained.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+
+# Tokens that tokenizers add which are never phonemes; decoders treat them as blank.
+_NON_PHONEME_TOKENS = {"<s>", "</s>", "<unk>", "[UNK]", "[PAD]", "<pad>", "|", " "}
+
+
+def _conv_geometry(config) -> tuple[list[int], list[int]]:
+    kernels = list(getattr(config, "conv_kernel", []) or [])
+    strides = list(getattr(config, "conv_stride", []) or [])
+    if not kernels or len(kernels) != len(strides):
+        raise ModelError("model config has no convolutional feature encoder (conv_kernel/conv_stride)")
+    return kernels, strides
+
+
+def conv_num_frames(n_samples: int, kernels: list[int], strides: list[int]) -> int:
+    """Output length of a stack of unpadded 1-D convolutions (wav2vec2's feature encoder)."""
+    n = n_samples
+    for k, s in zip(kernels, strides):
+        if n < k:
+            return 0
+        n = (n - k) // s + 1
+    return n
+
+
+def load_vocabulary(folder: Path, config) -> Vocabulary:
+    """Vocabulary of a CTC checkpoint from its ``vocab.json`` and the model's pad (= blank) id."""
+    vocab_file = folder / "vocab.json"
+    if not vocab_file.exists():
+        raise ModelError(f"{folder} has no vocab.json: cannot tell which output is which phoneme")
+    try:
+        mapping = json.loads(vocab_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelError(f"{vocab_file} is not valid JSON: {err}") from None
+    # Multilingual phoneme tokenizers nest {language: {token: id}}; a single-language one is flat.
+    if mapping and all(isinstance(v, dict) for v in mapping.values()):
+        mapping = next(iter(mapping.values()))
+    if not mapping:
+        raise ModelError(f"{vocab_file} holds no symbols")
+    size = max(mapping.values()) + 1
+    symbols = ["<unused>"] * size
+    for token, index in mapping.items():
+        symbols[index] = token
+    pad_id = config.pad_token_id if config.pad_token_id is not None else mapping.get("<pad>", 0)
+    skip = {i for i, s in enumerate(symbols) if s in _NON_PHONEME_TOKENS or s == "<unused>"} - {pad_id}
+    return Vocabulary(tuple(symbols), int(pad_id), frozenset(skip))
+
+
+class HFCTCModel(CTCModel):
+    """A transformers ``*ForCTC`` model run with inference mode on CPU or CUDA."""
+
+    def __init__(self, model, vocab: Vocabulary, sample_rate: int, do_normalize: bool, device: str) -> None:
+        self.model = model.eval().to(device)
+        self.device = device
+        self.vocab = vocab
+        self.sample_rate = sample_rate
+        self.do_normalize = do_normalize
+        self._kernels, self._strides = _conv_geometry(model.config)
+        self.frame_stride = int(np.prod(self._strides))
+        self.streaming_defaults = StreamingDefaults()
+        n_params = sum(p.numel() for p in model.parameters())
+        self.description = f"{type(model).__name__} ({n_params / 1e6:.1f}M parameters)"
+
+    def num_frames(self, n_samples: int) -> int:
+        return conv_num_frames(n_samples, self._kernels, self._strides)
+
+    def _prepare(self, window: np.ndarray) -> np.ndarray:
+        if self.do_normalize:
+            # Same zero-mean unit-variance normalisation as Wav2Vec2FeatureExtractor, per window.
+            window = (window - window.mean()) / np.sqrt(window.var() + 1e-7)
+        return window.astype(np.float32, copy=False)
+
+    def log_probs_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(windows)
+        # Only equal-length windows share a pass: padding would change group-norm models' outputs.
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            by_length.setdefault(len(w), []).append(i)
+        with torch.inference_mode():
+            for length, idx in by_length.items():
+                if self.num_frames(length) == 0:
+                    for i in idx:
+                        out[i] = np.zeros((0, len(self.vocab)), np.float32)
+                    continue
+                batch = torch.from_numpy(np.stack([self._prepare(windows[i]) for i in idx])).to(self.device)
+                logits = self.model(batch).logits.float()
+                logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
+                for row, i in enumerate(idx):
+                    out[i] = logp[row]
+        return out  # type: ignore[return-value]
+
+
+def load_hf_ctc(name: str, device: str = "cpu") -> HFCTCModel:
+    """Load a CTC checkpoint from a local folder or a Hugging Face hub id.
+
+    Raises:
+        ModelError: no such folder/id, no CTC head, or a vocabulary that does not match the head.
+    """
+    from transformers import AutoConfig, AutoModelForCTC
+
+    local = Path(name)
+    try:
+        if local.exists():
+            folder = local
+        else:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name))
+        config = AutoConfig.from_pretrained(folder)
+    except Exception as err:  # hub and config errors come in many types; the message is what matters
+        raise ModelError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
+    try:
+        model, info = AutoModelForCTC.from_pretrained(folder, output_loading_info=True)
+    except ValueError as err:
+        raise ModelError(f"{name} has no CTC head ({type(config).__name__}): {str(err).splitlines()[0]}") from None
+    except OSError as err:
+        raise ModelError(f"cannot load weights from {name}: {str(err).splitlines()[0]}") from None
+    if any(key.startswith("lm_head") for key in info.get("missing_keys", ())):
+        raise ModelError(f"{name} has no trained CTC head (lm_head weights missing); to put a phoneme head on "
+                         "this encoder use --backbone with --vocab")
+    vocab = load_vocabulary(folder, config)
+    head_size = model.lm_head.out_features
+    if len(vocab) != head_size:
+        raise ModelError(f"vocabulary of {name} has {len(vocab)} symbols but the CTC head has {head_size} outputs")
+    sample_rate, do_normalize = 16000, True
+    pre = folder / "preprocessor_config.json"
+    if pre.exists():
+        settings = json.loads(pre.read_text())
+        sample_rate = int(settings.get("sampling_rate", sample_rate))
+        do_normalize = bool(settings.get("do_normalize", do_normalize))
+    return HFCTCModel(model, vocab, sample_rate, do_normalize, device)

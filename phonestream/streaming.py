@@ -1,0 +1,177 @@
+"""Streaming: cut arriving audio into model windows and stitch the frames that belong to each chunk.
+
+Each step runs the model on ``left context + chunk + right context`` and keeps only the chunk's frames,
+the same arithmetic as transformers' strided CTC chunking (logits ``[left : n - right]``), but driven by
+audio as it arrives. All sizes are multiples of the model's frame stride, so window frame ``j`` is global
+frame ``window_start / stride + j`` and a kept frame is the same frame the offline pass computes; with
+enough context its posteriors are the offline ones. Frames of the right context are returned too, as
+*provisional* frames: the decoder may show them, never commit them.
+
+Only the audio still needed as left context is kept, so memory is bounded however long the stream runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .models.base import CTCModel
+
+
+class ConfigError(ValueError):
+    """Streaming sizes that the model cannot use (one-line message for the user)."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Window sizes in milliseconds: the new audio per step, and the context on each side."""
+
+    chunk_ms: int
+    left_ms: int
+    right_ms: int
+
+    @classmethod
+    def for_model(cls, model: CTCModel, chunk_ms: int | None = None, left_ms: int | None = None,
+                  right_ms: int | None = None) -> "StreamConfig":
+        """The model's recommended sizes, overridden where a value is given."""
+        d = model.streaming_defaults
+        return cls(d.chunk_ms if chunk_ms is None else chunk_ms,
+                   d.left_ms if left_ms is None else left_ms,
+                   d.right_ms if right_ms is None else right_ms)
+
+    def samples(self, model: CTCModel) -> tuple[int, int, int]:
+        """(chunk, left, right) in samples, checked against the model.
+
+        Raises:
+            ConfigError: a size is not positive (chunk) / negative (context), not a multiple of the
+                frame stride, or the window is too short or too long for the model.
+        """
+        sr, stride = model.sample_rate, model.frame_stride
+        stride_ms = 1000 * stride / sr
+        for name, value, minimum in (("chunk", self.chunk_ms, 1), ("left", self.left_ms, 0), ("right", self.right_ms, 0)):
+            if value < minimum:
+                what = "positive" if minimum else "zero or more"
+                raise ConfigError(f"--{name}-ms must be {what}, got {value}")
+            if (value * sr) % (1000 * stride):
+                raise ConfigError(f"--{name}-ms={value} is not a multiple of the model's frame stride ({stride_ms:g} ms)")
+        chunk, left, right = (v * sr // 1000 for v in (self.chunk_ms, self.left_ms, self.right_ms))
+        if model.num_frames(chunk + right) < 1:
+            raise ConfigError(f"chunk + right context ({self.chunk_ms + self.right_ms} ms) is shorter than one model frame")
+        if model.max_window_s is not None and (chunk + left + right) > model.max_window_s * sr:
+            raise ConfigError(f"window of {self.chunk_ms + self.left_ms + self.right_ms} ms exceeds the model's "
+                              f"limit of {model.max_window_s:g} s")
+        return chunk, left, right
+
+
+@dataclass
+class Window:
+    """One model step: the audio to run and which of its frames are final.
+
+    ``first_frame`` is the global index of the window's frame 0; frames ``[keep_from, keep_to)`` (global)
+    are final. ``received`` is how many samples had arrived when the step became possible.
+    """
+
+    audio: np.ndarray
+    first_frame: int
+    keep_from: int
+    keep_to: int
+    received: int
+    last: bool
+
+
+@dataclass
+class FrameBlock:
+    """Posteriors coming out of one step: final frames then provisional (lookahead) frames."""
+
+    start_frame: int
+    final: np.ndarray
+    provisional: np.ndarray
+    received: int
+    last: bool
+
+
+class Streamer:
+    """Turns pushed audio into :class:`Window` s and their model output into :class:`FrameBlock` s.
+
+    The two halves are separate so that a server can collect ready windows from many streams and run
+    them through the model in one batch: ``push`` -> ``ready_windows`` -> model -> ``stitch``.
+    """
+
+    def __init__(self, model: CTCModel, config: StreamConfig) -> None:
+        self.model = model
+        self.config = config
+        self.chunk, self.left, self.right = config.samples(model)
+        self.stride = model.frame_stride
+        self._buf = np.zeros(0, np.float32)
+        self._buf_start = 0  # global sample index of _buf[0]
+        self.received = 0  # samples pushed so far
+        self.next_frame = 0  # first frame not yet final
+        self._pending = 0  # windows handed out and not yet stitched
+        self._finished = False
+
+    def push(self, samples: np.ndarray) -> None:
+        """Append mono float32 samples at the model's rate."""
+        if self._finished:
+            raise RuntimeError("stream already finished")
+        if len(samples):
+            self._buf = np.concatenate([self._buf, np.asarray(samples, np.float32)])
+            self.received += len(samples)
+
+    def finish(self) -> None:
+        """Mark the end of the audio: the remaining frames become computable."""
+        self._finished = True
+
+    def ready_windows(self) -> list[Window]:
+        """Windows that can run now (possibly several after a large push), in order.
+
+        Each window's frames are final once stitched, so the caller must :meth:`stitch` them in order
+        before asking again.
+        """
+        if self._pending:
+            raise RuntimeError("stitch the previous windows before asking for more")
+        windows = []
+        frame = self.next_frame
+        total = self.model.num_frames(self.received) if self._finished else None
+        while True:
+            start = frame * self.stride
+            end = start + self.chunk + self.right
+            if end > self.received and not self._finished:
+                break
+            if total is not None and frame >= total:
+                break
+            end = min(end, self.received)
+            w_start = max(0, start - self.left)
+            audio = self._buf[w_start - self._buf_start : end - self._buf_start]
+            w_frames = self.model.num_frames(len(audio))
+            keep_to = min(frame + self.chunk // self.stride, w_start // self.stride + w_frames)
+            last = end == self.received and self._finished
+            if last:
+                keep_to = w_start // self.stride + w_frames
+            if keep_to <= frame:
+                break  # not enough audio for another frame yet
+            windows.append(Window(audio, w_start // self.stride, frame, keep_to, self.received, last))
+            frame = keep_to
+            if last:
+                break
+        self._pending = len(windows)
+        return windows
+
+    def stitch(self, window: Window, log_probs: np.ndarray) -> FrameBlock:
+        """Split one window's model output into final and provisional frames, and drop spent audio."""
+        self._pending -= 1
+        a, b = window.keep_from - window.first_frame, window.keep_to - window.first_frame
+        self.next_frame = window.keep_to
+        keep_from = max(0, self.next_frame * self.stride - self.left)
+        if keep_from > self._buf_start:
+            self._buf = self._buf[keep_from - self._buf_start :].copy()
+            self._buf_start = keep_from
+        return FrameBlock(window.keep_from, log_probs[a:b], log_probs[b:], window.received, window.last)
+
+    def step(self) -> list[FrameBlock]:
+        """Run every ready window through the model (one batch) and stitch the results."""
+        windows = self.ready_windows()
+        if not windows:
+            return []
+        outputs = self.model.log_probs_batch([w.audio for w in windows])
+        return [self.stitch(w, lp) for w, lp in zip(windows, outputs)]

@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny randomly initialised models saved to temporary folders, and test audio.
+
+Nothing is downloaded: the real loading code runs on checkpoints the tests build themselves.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
+
+SAMPLES = Path(__file__).resolve().parent.parent / "phonestream" / "samples"
+VOCAB = ("<pad>", "AA", "B", "K", "S", "|")
+
+
+def tiny_config(vocab_size: int = len(VOCAB), layer_norm: bool = True) -> Wav2Vec2Config:
+    return Wav2Vec2Config(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        conv_dim=(16,) * 7, feat_extract_norm="layer" if layer_norm else "group", do_stable_layer_norm=layer_norm,
+        num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
+    )
+
+
+def save_ctc(folder: Path, vocab=VOCAB, layer_norm: bool = True, head_size: int | None = None, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    model = Wav2Vec2ForCTC(tiny_config(head_size or len(vocab), layer_norm))
+    with torch.no_grad():  # spread the head so random models emit varied phonemes, not one long run
+        model.lm_head.weight.mul_(40.0)
+    model.save_pretrained(folder)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000, "do_normalize": True}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_ctc(tmp_path_factory.mktemp("tiny_ctc"))
+
+
+@pytest.fixture(scope="session")
+def tiny_group_norm_dir(tmp_path_factory) -> Path:
+    return save_ctc(tmp_path_factory.mktemp("tiny_ctc_gn"), layer_norm=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_encoder")
+    torch.manual_seed(1)
+    Wav2Vec2Model(tiny_config()).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000, "do_normalize": True}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    from phonestream.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def speechlike() -> np.ndarray:
+    """3 s of the shipped sample recording at 16 kHz (real speech)."""
+    from phonestream.audio import load_audio
+
+    return load_audio(SAMPLES / "LJ001-0001.flac", 16000)[: 3 * 16000]
+
+
+@pytest.fixture()
+def wav_file(tmp_path, speechlike) -> Path:
+    path = tmp_path / "speech.wav"
+    sf.write(path, speechlike, 16000)
+    return path

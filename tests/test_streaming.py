@@ -1,0 +1,80 @@
+"""Windows, context and stitching: streamed frames are the offline frames."""
+
+import numpy as np
+import pytest
+
+from phonestream.streaming import ConfigError, StreamConfig, Streamer
+
+
+def stream_frames(model, audio, config, piece=321):
+    streamer = Streamer(model, config)
+    blocks = []
+    for i in range(0, len(audio), piece):
+        streamer.push(audio[i : i + piece])
+        blocks += streamer.step()
+    streamer.finish()
+    blocks += streamer.step()
+    return streamer, blocks
+
+
+@pytest.mark.parametrize("chunk", [20, 100, 320, 1000])
+def test_full_context_stream_equals_offline(tiny_model, speechlike, chunk):
+    offline = tiny_model.log_probs(speechlike)
+    _, blocks = stream_frames(tiny_model, speechlike, StreamConfig(chunk, 5000, 5000))
+    streamed = np.concatenate([b.final for b in blocks])
+    assert streamed.shape == offline.shape
+    np.testing.assert_allclose(streamed, offline, atol=1e-4)
+
+
+def test_frames_are_contiguous_and_complete_with_short_context(tiny_model, speechlike):
+    _, blocks = stream_frames(tiny_model, speechlike, StreamConfig(160, 320, 80))
+    starts = [b.start_frame for b in blocks]
+    lengths = [len(b.final) for b in blocks]
+    assert starts[0] == 0
+    assert all(s + n == nxt for s, n, nxt in zip(starts, lengths, starts[1:]))
+    assert sum(lengths) == tiny_model.num_frames(len(speechlike))
+    assert blocks[-1].last and not any(b.last for b in blocks[:-1])
+
+
+def test_context_makes_stream_approach_offline(tiny_model, speechlike):
+    offline = tiny_model.log_probs(speechlike)
+    errs = []
+    for ctx in (0, 200, 2000):
+        _, blocks = stream_frames(tiny_model, speechlike, StreamConfig(200, ctx, ctx))
+        errs.append(np.abs(np.concatenate([b.final for b in blocks]) - offline).mean())
+    assert errs[0] > errs[1] > errs[2]
+
+
+def test_memory_bounded_over_long_stream(tiny_model):
+    streamer = Streamer(tiny_model, StreamConfig(320, 640, 160))
+    piece = np.zeros(1600, np.float32)
+    sizes = []
+    for _ in range(400):  # 40 s
+        streamer.push(piece)
+        streamer.step()
+        sizes.append(len(streamer._buf))
+    assert max(sizes[50:]) <= (320 + 640 + 160) * 16 + 1600
+
+
+def test_provisional_frames_cover_the_lookahead(tiny_model, speechlike):
+    _, blocks = stream_frames(tiny_model, speechlike, StreamConfig(320, 320, 160), piece=320 * 16)
+    assert any(len(b.provisional) > 0 for b in blocks[:-1])
+    assert len(blocks[-1].provisional) == 0
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (StreamConfig(0, 0, 0), "--chunk-ms must be positive"),
+    (StreamConfig(-20, 0, 0), "--chunk-ms must be positive"),
+    (StreamConfig(320, -20, 0), "--left-ms must be zero or more"),
+    (StreamConfig(330, 0, 0), "not a multiple of the model's frame stride (20 ms)"),
+    (StreamConfig(320, 0, 15), "--right-ms=15 is not a multiple"),
+])
+def test_bad_sizes_are_refused(tiny_model, cfg, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Streamer(tiny_model, cfg)
+
+
+def test_chunk_shorter_than_receptive_field_is_refused(tiny_model):
+    # wav2vec2's feature encoder needs 400 samples (25 ms) for its first frame.
+    with pytest.raises(ConfigError, match="shorter than one model frame"):
+        Streamer(tiny_model, StreamConfig(20, 0, 0))

@@ -1,0 +1,77 @@
+"""The training recipe sees exactly what the streamer sees (fast: a fake backbone, no Whisper)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phonestream.models.backbone import Backbone, BackboneCTCModel, ConvHead, LinearHead
+from phonestream.models.base import Vocabulary
+from phonestream.streaming import StreamConfig, Streamer
+from phonestream.train.states import segments_for
+from phonestream.train.trainer import States, batch_logits, make_batch
+
+
+class WindowDependentBackbone(Backbone):
+    """States depend on the audio, the frame's position in the window and the window's length, like
+    a transformer encoder's do, so any mismatch between training and streaming windows shows."""
+
+    sample_rate, frame_stride, dim, max_window_s = 16000, 320, 6, 30.0
+
+    def num_frames(self, n_samples: int) -> int:
+        return (n_samples // 160 + 1) // 2
+
+    def encode_batch(self, windows):
+        out = []
+        for w in windows:
+            n = self.num_frames(len(w))
+            pad = np.pad(w, (0, n * 320 - len(w)))
+            frames = pad[: n * 320].reshape(n, 320)
+            t = np.arange(n)[:, None]
+            feats = np.concatenate([frames.mean(1, keepdims=True), frames.std(1, keepdims=True),
+                                    t / 50.0, np.full((n, 1), len(w) / 16000), np.sin(t / 3.0),
+                                    np.abs(frames).max(1, keepdims=True)], axis=1)
+            out.append(feats.astype(np.float32))
+        return out
+
+    def config(self):
+        return {"type": "fake"}
+
+
+def _streamed(model, audio, cfg):
+    s = Streamer(model, StreamConfig(*cfg))
+    s.push(audio)
+    s.finish()
+    return np.concatenate([b.final for b in s.step()])
+
+
+@pytest.mark.parametrize("head_cls", [ConvHead, LinearHead])
+@pytest.mark.parametrize("cfg", [(480, 960, 240), (320, 640, 80), (640, 1280, 320), None])
+def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(16000 * 3 + 1234).astype(np.float32) * 0.1
+    bb = WindowDependentBackbone()
+    torch.manual_seed(0)
+    head = (head_cls(bb.dim, 5, hidden=16, kernel=5, layers=2) if head_cls is ConvHead else head_cls(bb.dim, 5)).eval()
+    model = BackboneCTCModel(bb, head, Vocabulary(("<blank>", "A", "B", "C", "D"), 0))
+    if cfg is None:
+        expected = model.log_probs(audio)
+    else:
+        expected = _streamed(model, audio, cfg)
+
+    segs = segments_for(bb, audio, cfg, margin=8)
+    data = States(
+        states=np.concatenate([s for s, *_ in segs]).astype(np.float32),
+        seg_start=np.concatenate([[0], np.cumsum([len(s) for s, *_ in segs])[:-1]]).astype(np.int64),
+        seg_len=np.array([len(s) for s, *_ in segs]), seg_lo=np.array([lo for _, lo, _, _ in segs]),
+        seg_hi=np.array([hi for _, _, hi, _ in segs]), seg_kept=np.array([k for *_, k in segs]),
+        utt_segs=[np.arange(len(segs))], ids=["u"], phones=["A B"], config=["x"], margin=8,
+    )
+    x, mask, gather, lengths, _, _ = make_batch(data, [0], {"<blank>": 0, "A": 1, "B": 2, "C": 3, "D": 4})
+    with torch.inference_mode():
+        got = torch.log_softmax(batch_logits(head, x, mask, gather), -1)[0].numpy()
+    assert got.shape == expected.shape == (bb.num_frames(len(audio)), 5)
+    np.testing.assert_allclose(got, expected, atol=2e-5)
