@@ -187,15 +187,18 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
 @click.option("--limit", default=None, type=int, help="Only the first N usable rows.")
 @click.option("--where", "where_", default=None, help="Keep rows whose COLUMN=REGEX, e.g. id='_[0-4]$'.")
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
+@click.option("--baseline", "baselines", multiple=True, type=click.Choice(["pocketsphinx"]),
+              help="Also score a baseline recogniser on the same files (repeatable).")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as one JSON object.")
 @_handles_errors
 def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-          phones_column, fold, limit, where_, feed_ms, json_out) -> None:
+          phones_column, fold, limit, where_, feed_ms, baselines, json_out) -> None:
     """Phone error rate of streaming and offline decoding on a labelled MANIFEST.tsv."""
     import re
 
     from rich.progress import track
 
+    from .baselines import BASELINES
     from .evaluate import evaluate, read_manifest
 
     where = None
@@ -205,7 +208,7 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
         where = lambda row: bool(regex.search(row.get(column, "") or ""))  # noqa: E731
     items, skipped = read_manifest(manifest, phones_column, limit, where)
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms)
-    result = evaluate(recognizer, items, fold, feed_ms,
+    result = evaluate(recognizer, items, fold, feed_ms, baselines={b: BASELINES[b] for b in baselines},
                       progress=None if json_out else lambda it: track(it, total=len(items), description="eval",
                                                                       console=_stderr()))
     result["skipped_no_phones"] = skipped

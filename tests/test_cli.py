@@ -90,8 +90,8 @@ def test_eval_manifest(tmp_path, tiny_model_dir, speechlike):
                             "phones_cmu", "--fold", "timit39", "--chunk-ms", "320", "--left-ms", "320",
                             "--right-ms", "160").stdout)
     assert folded["systems"][0]["ref_phones"] == 4
-    table = run("eval", tmp_path / "m.tsv", "-m", tiny_model_dir).stdout.decode()
-    assert "stream" in table and "offline" in table and "per" in table
+    table = run("eval", tmp_path / "m.tsv", "-m", tiny_model_dir, "--baseline", "pocketsphinx").stdout.decode()
+    assert "stream" in table and "offline" in table and "per" in table and "pocketsphinx" in table
 
 
 def test_bench_json(tiny_model_dir):
