@@ -56,6 +56,12 @@ class Recognizer:
     def transcribe(self, audio: np.ndarray) -> list[Phoneme]:
         """Decode a whole signal at once (mono float32 at the model's rate): the offline reference."""
         sr = self.model.sample_rate
+        log_probs = self.offline_log_probs(audio)
+        return greedy_decode(log_probs, self.model.vocab, self.frame_seconds, len(audio), sr)
+
+    def offline_log_probs(self, audio: np.ndarray) -> np.ndarray:
+        """Posteriors of a whole signal: one pass, or long strided chunks beyond ``OFFLINE_MAX_S``."""
+        sr = self.model.sample_rate
         limit = min(self.model.max_window_s or OFFLINE_MAX_S, OFFLINE_MAX_S)
         if len(audio) <= limit * sr:
             log_probs = self.model.log_probs(np.asarray(audio, np.float32))
@@ -67,7 +73,7 @@ class Recognizer:
             streamer.push(audio)
             streamer.finish()
             log_probs = np.concatenate([b.final for b in streamer.step()])
-        return greedy_decode(log_probs, self.model.vocab, self.frame_seconds, len(audio), sr)
+        return log_probs
 
 
 class Stream:

@@ -78,3 +78,15 @@ def test_chunk_shorter_than_receptive_field_is_refused(tiny_model):
     # wav2vec2's feature encoder needs 400 samples (25 ms) for its first frame.
     with pytest.raises(ConfigError, match="shorter than one model frame"):
         Streamer(tiny_model, StreamConfig(20, 0, 0))
+
+
+def test_long_offline_decode_uses_strided_chunks(tiny_model, speechlike):
+    from phonestream.engine import OFFLINE_MAX_S, Recognizer
+
+    audio = np.tile(speechlike, int(OFFLINE_MAX_S // 3) + 5)  # longer than one offline pass
+    rec = Recognizer(tiny_model, StreamConfig(320, 320, 160))
+    lp = rec.offline_log_probs(audio)
+    assert lp.shape == (tiny_model.num_frames(len(audio)), len(tiny_model.vocab))
+    # the first strided window is 20 s of new audio plus 5 s of lookahead: its kept frames are exact
+    head = tiny_model.log_probs(audio[: 25 * 16000])
+    np.testing.assert_allclose(lp[:1000], head[:1000], atol=1e-4)
