@@ -8,6 +8,7 @@ empty phones cell are skipped (a dictionary may lack a word) and counted.
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from .audio import AudioError, load_audio, pieces
 from .engine import Recognizer
-from .metrics import EditCounts, compare, edit_counts, stats
+from .metrics import EditCounts, edit_counts, stats
 from .phones import FOLDINGS
 
 
@@ -112,8 +113,6 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     agreement = EditCounts(0, 0, 0, 0)
     audio_s = 0.0
     errors: list[str] = []
-    import time
-
     for item in (progress(iter(items)) if progress else items):
         try:
             audio = load_audio(item.audio, sr)
@@ -145,4 +144,4 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     }
 
 
-__all__ = ["Item", "ManifestError", "read_manifest", "evaluate", "stream_file", "compare"]
+__all__ = ["Item", "ManifestError", "read_manifest", "evaluate", "stream_file"]

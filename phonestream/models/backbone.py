@@ -244,8 +244,6 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
 
 def load_backbone_model(folder: str | Path, device: str = "cpu") -> BackboneCTCModel:
     """Load the folder form written by :meth:`BackboneCTCModel.save`."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     try:
         meta = json.loads((folder / "phonestream.json").read_text())
