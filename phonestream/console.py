@@ -108,6 +108,8 @@ def print_summary(metrics: dict[str, Any], console: Console | None = None) -> No
 def print_rows(rows: list[dict[str, Any]], title: str, console: Console | None = None) -> None:
     """A list of same-keyed dicts as a table, one row each (dict cells shown as p50 / p95)."""
     console = console or Console()
+    if not console.is_terminal:  # piped: do not squeeze a wide table into 80 columns
+        console.width = max(console.width, 200)
     table = Table(title=title, header_style="bold")
     keys = list(rows[0]) if rows else []
     for k in keys:

@@ -39,11 +39,12 @@ class Vocabulary:
 class StreamingDefaults:
     """Window sizes a model recommends for streaming (ms); each must be a multiple of its frame stride."""
 
-    # For wav2vec2-base on a 2-core CPU this keeps RTF near 0.35 (window 1.52 s per 0.64 s of new audio)
-    # and emission delay p95 under one second (chunk + lookahead); `phonestream bench` shows the figures.
+    # For wav2vec2-base on a 2-core CPU: a 1.28 s window per 0.64 s of new audio costs about twice the
+    # offline compute (RTF ~0.3), and chunk + lookahead keeps emission delay p95 near 0.8 s; see
+    # `phonestream bench --config 640/480/160 --config 640/640/240` for the measured trade-off.
     chunk_ms: int = 640
-    left_ms: int = 640
-    right_ms: int = 240
+    left_ms: int = 480
+    right_ms: int = 160
 
 
 class CTCModel(ABC):
