@@ -17,6 +17,7 @@ import numpy as np
 
 from .audio import AudioError, load_audio, microphone, paced, pieces, stdin_pcm
 from .console import EventPrinter, print_rows, print_summary
+from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
 from .engine import Recognizer
 from .events import Summary
 from .models import ModelError, load_model
@@ -64,11 +65,58 @@ def output_options(func: Callable) -> Callable:
     return func
 
 
+DECODER_KEYS = ("decoder", "beam", "lm", "lm_weight", "insertion_bonus", "endpoint", "endpoint_rule1",
+                "endpoint_rule2", "max_utterance", "silence_db")
+
+
+def decoder_options(func: Callable) -> Callable:
+    """Decoder, LM and endpoint options; the command receives them as one ``decoding`` dict."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        kwargs["decoding"] = {k: kwargs.pop(k) for k in DECODER_KEYS}
+        return func(*args, **kwargs)
+
+    options = [
+        click.option("--decoder", default="greedy", type=click.Choice(["greedy", "beam"]), show_default=True,
+                     help="Greedy CTC (fastest) or prefix beam search."),
+        click.option("--beam", default=None, type=click.IntRange(1), help=f"Beam size (default: {DEFAULT_BEAM})."),
+        click.option("--lm", default=None, help="Phoneme ARPA LM for --decoder beam, or 'none' "
+                     "(default: lm.arpa* next to the model, if any)."),
+        click.option("--lm-weight", default=None, type=float, help=f"LM weight (default: {DEFAULT_LM_WEIGHT})."),
+        click.option("--insertion-bonus", default=None, type=float,
+                     help=f"Score added per phoneme (default: {LM_INSERTION_BONUS} with an LM, 0 without)."),
+        click.option("--endpoint/--no-endpoint", default=True, show_default=True,
+                     help="Emit endpoint events by trailing-silence rules."),
+        click.option("--endpoint-rule1", default=2.4, show_default=True, type=click.FloatRange(0.02),
+                     help="Seconds of silence that end an utterance with nothing decoded (dropped, no event)."),
+        click.option("--endpoint-rule2", default=1.2, show_default=True, type=click.FloatRange(0.02),
+                     help="Seconds of trailing silence that end an utterance after speech."),
+        click.option("--max-utterance", default=20.0, show_default=True, type=click.FloatRange(0.1),
+                     help="Longest utterance in seconds."),
+        click.option("--silence-db", default=None, type=float,
+                     help="Skip the model on windows quieter than this RMS dBFS (default: -60; -300: never skip)."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                warmup: bool = True) -> Recognizer:
+                warmup: bool = True, decoding: dict | None = None) -> Recognizer:
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
                         threads=threads)
-    recognizer = Recognizer(loaded, StreamConfig.for_model(loaded, chunk_ms, left_ms, right_ms))
+    kwargs = {}
+    if decoding:
+        from .endpoint import EndpointConfig
+
+        d = dict(decoding)
+        kwargs = {k: d[k] for k in ("decoder", "beam", "lm", "lm_weight", "insertion_bonus") if d.get(k) is not None}
+        kwargs["endpoint"] = EndpointConfig(d["endpoint_rule1"], d["endpoint_rule2"], d["max_utterance"]) \
+            if d["endpoint"] else False
+        if d.get("silence_db") is not None:
+            kwargs["silence_db"] = d["silence_db"]
+    recognizer = Recognizer(loaded, StreamConfig.for_model(loaded, chunk_ms, left_ms, right_ms), **kwargs)
     if warmup:
         loaded.warmup()
     return recognizer
@@ -113,6 +161,7 @@ def _handles_errors(func: Callable) -> Callable:
 @click.argument("file")
 @model_options
 @output_options
+@decoder_options
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000),
               help="Size of the pieces the audio is delivered in (10 ms to seconds).")
 @click.option("--realtime", is_flag=True, help="Deliver the audio no faster than real time.")
@@ -122,9 +171,10 @@ def _handles_errors(func: Callable) -> Callable:
               help="Decode the whole audio at the end and compare (default: on for files, off for stdin).")
 @_handles_errors
 def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-           json_lines, ipa, min_confidence, feed_ms, realtime, rate, pcm_format, compare_offline) -> None:
+           json_lines, ipa, min_confidence, feed_ms, realtime, rate, pcm_format, compare_offline, decoding) -> None:
     """Stream FILE (or raw PCM on stdin with '-') through the model as if live."""
-    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms)
+    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
+                             decoding=decoding)
     sr = recognizer.model.sample_rate
     if file == "-":
         source: Iterable[np.ndarray] = stdin_pcm(rate, pcm_format, sr, feed_ms)
@@ -140,14 +190,16 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
 @main.command()
 @model_options
 @output_options
+@decoder_options
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 1000))
 @click.option("--input-device", default=None, help="Microphone name or index (default: the system's).")
 @click.option("--compare-offline", is_flag=True, help="Keep the audio and compare with an offline decode at the end.")
 @_handles_errors
 def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, json_lines, ipa,
-        min_confidence, feed_ms, input_device, compare_offline) -> None:
+        min_confidence, feed_ms, input_device, compare_offline, decoding) -> None:
     """Stream the microphone until Ctrl-C."""
-    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms)
+    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
+                             decoding=decoding)
     dev = int(input_device) if input_device and input_device.isdigit() else input_device
     source = microphone(recognizer.model.sample_rate, feed_ms, dev)
     _run_stream(recognizer, source, EventPrinter(json_lines, to_ipa if ipa else str, min_confidence), compare_offline)
@@ -157,14 +209,15 @@ def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left
 @click.argument("file")
 @model_options
 @output_options
+@decoder_options
 @_handles_errors
 def transcribe(file, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-               json_lines, ipa, min_confidence) -> None:
+               json_lines, ipa, min_confidence, decoding) -> None:
     """Decode a whole FILE at once (the offline reference), same output format."""
     import time
 
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                             warmup=False)
+                             warmup=False, decoding=decoding)
     sr = recognizer.model.sample_rate
     audio = load_audio(file, sr)
     printer = EventPrinter(json_lines, to_ipa if ipa else str, min_confidence)
@@ -189,17 +242,20 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
 @click.option("--baseline", "baselines", multiple=True, type=click.Choice(["pocketsphinx"]),
               help="Also score a baseline recogniser on the same files (repeatable).")
+@click.option("--decoders", default=None,
+              help="Compare decoders side by side on the same model output: e.g. greedy,beam,beam+lm.")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as one JSON object.")
+@decoder_options
 @_handles_errors
 def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-          phones_column, fold, limit, where_, feed_ms, baselines, json_out) -> None:
+          phones_column, fold, limit, where_, feed_ms, baselines, decoders, json_out, decoding) -> None:
     """Phone error rate of streaming and offline decoding on a labelled MANIFEST.tsv."""
     import re
 
     from rich.progress import track
 
     from .baselines import BASELINES
-    from .evaluate import evaluate, read_manifest
+    from .evaluate import evaluate, parse_decoders, read_manifest
 
     where = None
     if where_:
@@ -207,8 +263,11 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
         regex = re.compile(pattern)
         where = lambda row: bool(regex.search(row.get(column, "") or ""))  # noqa: E731
     items, skipped = read_manifest(manifest, phones_column, limit, where)
-    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms)
+    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
+                             decoding=decoding)
+    configs = parse_decoders(decoders, recognizer) if decoders else None
     result = evaluate(recognizer, items, fold, feed_ms, baselines={b: BASELINES[b] for b in baselines},
+                      decoders=configs,
                       progress=None if json_out else lambda it: track(it, total=len(items), description="eval",
                                                                       console=_stderr()))
     result["skipped_no_phones"] = skipped
@@ -221,8 +280,73 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
                f"{result['audio_s']} s, fold={fold}, chunk/left/right={cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms} ms")
     click.echo(f"stream vs offline: edit distance {result['stream_vs_offline']['edit_distance']}, "
                f"ratio {result['stream_vs_offline']['ratio']}; skipped (no phones): {skipped}")
+    _print_confidence(result["confidence"])
     for err in result["errors"]:
         click.echo(f"skipped: {err}", err=True)
+
+
+@main.group()
+def lm() -> None:
+    """Phoneme n-gram language models for --decoder beam."""
+
+
+@lm.command(name="build")
+@click.argument("output", type=click.Path())
+@click.option("--text", "texts", multiple=True, type=click.Path(),
+              help="Text file, one sentence per line, turned into phonemes by the dictionary (repeatable).")
+@click.option("--dictionary-words/--no-dictionary-words", default=None,
+              help="Also count every dictionary pronunciation as a sentence (default: on without --text).")
+@click.option("--dict", "dictionary", default=None, type=click.Path(),
+              help="CMU-format pronunciation dictionary (default: the one pocketsphinx ships).")
+@click.option("--order", default=4, show_default=True, type=click.IntRange(1, 8))
+@click.option("--fold", default="none", type=click.Choice(["none", "timit39"]), show_default=True,
+              help="Fold symbols to the 39-class set before counting (AO->AA, ZH->SH).")
+@click.option("--exclude-manifest", "excludes", multiple=True, type=click.Path(),
+              help="Leave out sentences found in this manifest's text column (evaluation prompts; repeatable).")
+@_handles_errors
+def lm_build(output, texts, dictionary_words, dictionary, order, fold, excludes) -> None:
+    """Build an ARPA phoneme LM (interpolated Kneser-Ney) into OUTPUT (.arpa or .arpa.gz)."""
+    from .lm import build_from_sources, normalise
+
+    sentences: list[str] = []
+    for t in texts:
+        sentences += [ln.strip() for ln in Path(t).read_text(encoding="utf-8", errors="replace").splitlines()
+                      if ln.strip()]
+    exclude: set[str] = set()
+    for m in excludes:
+        import csv
+
+        with open(m, encoding="utf-8", newline="") as f:
+            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+                if row.get("text"):
+                    exclude.add(normalise(row["text"]))
+    if dictionary_words is None:
+        dictionary_words = not texts
+    model, stats = build_from_sources(sentences, dictionary_words, order, dictionary, exclude, fold)
+    model.write_arpa(output)
+    counts = {}
+    for g in model.table:
+        counts[len(g)] = counts.get(len(g), 0) + 1
+    click.echo(f"phonestream: wrote {output}: order {order}, {len(model.symbols)} symbols, n-grams "
+               f"{', '.join(f'{k}:{v}' for k, v in sorted(counts.items()))}; sentences {stats['sentences']}, "
+               f"dictionary words {stats['dictionary_words']}, skipped (word not in dictionary) "
+               f"{stats['missing_word']}, excluded {stats['excluded']}", err=True)
+
+
+def _print_confidence(confidence: dict) -> None:
+    """AUROC / ECE per decoder, then the reliability table with one column pair per decoder."""
+    print_rows([{"decoder": d, "phonemes": c["phonemes"], "correct": c["correct"], "auroc": c["auroc"],
+                 "ece": c["ece"]} for d, c in confidence.items()],
+               "confidence of committed phonemes: AUROC (correct vs wrong) and calibration error")
+    rows = []
+    for i, b in enumerate(next(iter(confidence.values()))["reliability"]):
+        row = {"confidence bin": b["bin"]}
+        for d, c in confidence.items():
+            r = c["reliability"][i]
+            row[f"{d}: n"] = r["n"]
+            row[f"{d}: accuracy"] = r["accuracy"]
+        rows.append(row)
+    print_rows(rows, "reliability: fraction of committed phonemes that are correct, per confidence bin")
 
 
 def _stderr():
@@ -270,4 +394,190 @@ def bench(model, device, threads, configs, seconds, minutes, feed_ms, json_out) 
                f"bench: {rows[0]['model']} (latency cells: p50 / p95)")
 
 
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args) -> None:
+    """Build data, train, evaluate and export a CTC head (stages: all, data, cache, fit, eval, export,
+    custom; `phonestream train --help` for the options)."""
+    from .train.__main__ import main as train_main
+
+    sys.exit(train_main(list(args)))
+
 __all__ = ["main", "print_summary"]
+
+
+# -- the network: serve, client, loadtest (phonestream.server / phonestream.client) --------------------
+
+
+def _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_message_bytes, max_stream_s,
+                     max_streams, idle_timeout_s, max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms):
+    from .server import Limits, ServerSettings, check_bind
+
+    settings = ServerSettings(host, port, token, allow_insecure_bind, tuple(allow_origin), max_batch, max_wait_ms,
+                              Limits(max_message_bytes, max_stream_s, max_streams, idle_timeout_s,
+                                     int(max_upload_mb * (1 << 20)), min_chunk_ms, max_window_ms))
+    check_bind(settings)  # before the (slow) model load
+    return settings
+
+
+@main.command()
+@model_options
+@decoder_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--token", default=None, envvar="PHONESTREAM_TOKEN",
+              help="Secret every connection must give (?token=... or 'Authorization: Bearer ...').")
+@click.option("--allow-insecure-bind", is_flag=True, help="Allow a non-loopback --host without --token.")
+@click.option("--allow-origin", multiple=True, help="Another web origin whose pages may connect (repeatable).")
+@click.option("--max-message-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024))
+@click.option("--max-stream-s", default=3600.0, show_default=True, type=click.FloatRange(1), help="Audio per stream.")
+@click.option("--max-streams", default=64, show_default=True, type=click.IntRange(1), help="Live streams at once.")
+@click.option("--idle-timeout-s", default=30.0, show_default=True, type=click.FloatRange(0.1))
+@click.option("--max-upload-mb", default=50.0, show_default=True, type=click.FloatRange(0.01))
+@click.option("--min-chunk-ms", default=80, show_default=True, type=click.IntRange(1))
+@click.option("--max-window-ms", default=10000, show_default=True, type=click.IntRange(1))
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1), help="Windows per forward pass.")
+@click.option("--max-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="How long a ready window waits for others to join its batch.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@_handles_errors
+def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, decoding, host, port,
+          token, allow_insecure_bind, allow_origin, max_message_bytes, max_stream_s, max_streams, idle_timeout_s,
+          max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms, log_level) -> None:
+    """Serve live phonemes over WebSocket (/ws), file uploads (POST /transcribe), /health and a web page (/).
+
+    --model random-base serves a randomly initialised wav2vec2-base-sized model (load tests)."""
+    from .server import App, ServerError, uvicorn_server
+
+    try:
+        settings = _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_message_bytes,
+                                    max_stream_s, max_streams, idle_timeout_s, max_upload_mb, min_chunk_ms,
+                                    max_window_ms, max_batch, max_wait_ms)
+    except ServerError as err:
+        _fail(str(err))
+    if model == "random-base":
+        from .bench import random_base_model
+
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        loaded = random_base_model(device)
+        recognizer = Recognizer(loaded, StreamConfig.for_model(loaded, chunk_ms, left_ms, right_ms))
+        loaded.warmup()
+    else:
+        recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms,
+                                 right_ms, decoding=decoding)
+    app = App(recognizer, settings)
+    click.echo(f"phonestream: serving {recognizer.model.description} on http://{host}:{port}/ "
+               f"(WebSocket ws://{host}:{port}/ws)", err=True)
+    uvicorn_server(app, log_level).run()
+
+
+def _stream_options(chunk_ms, left_ms, right_ms, options) -> dict:
+    out = {k: v for k, v in (("chunk_ms", chunk_ms), ("left_ms", left_ms), ("right_ms", right_ms)) if v is not None}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value  # a bare word is a string
+    return out
+
+
+@main.command()
+@click.argument("file", required=False)
+@click.option("--mic", is_flag=True, help="Stream the microphone (until Ctrl-C) instead of a file.")
+@click.option("--url", default="ws://127.0.0.1:8765/ws", show_default=True, help="The server's WebSocket address.")
+@click.option("--token", default=None, envvar="PHONESTREAM_TOKEN")
+@click.option("--realtime", is_flag=True, help="Send a file no faster than real time.")
+@click.option("--format", "pcm_format", default="f32le", type=click.Choice(["s16le", "f32le"]), show_default=True)
+@click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
+@click.option("--chunk-ms", default=None, type=int, help="Ask the server for these window sizes.")
+@click.option("--left-ms", default=None, type=int)
+@click.option("--right-ms", default=None, type=int)
+@click.option("--option", "options", multiple=True, help="Extra config KEY=VALUE (JSON value) for the engine.")
+@click.option("--input-device", default=None, help="Microphone name or index (with --mic).")
+@output_options
+def client(file, mic, url, token, realtime, pcm_format, feed_ms, chunk_ms, left_ms, right_ms, options,
+           input_device, json_lines, ipa, min_confidence) -> None:
+    """Stream FILE (or --mic) to a phonestream server and print its events like the local CLI."""
+    import asyncio
+    import signal
+
+    from . import client as net
+
+    if bool(file) == bool(mic):
+        _fail("give either FILE or --mic")
+    printer = EventPrinter(json_lines, to_ipa if ipa else str, min_confidence)
+
+    def show(event: dict) -> None:
+        obj = net.to_event(event)
+        if obj is not None:
+            printer(obj)
+        elif event.get("type") != "error" and json_lines:
+            click.echo(json.dumps(event, ensure_ascii=False))
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        if mic:
+            from .audio import microphone
+
+            dev = int(input_device) if input_device and input_device.isdigit() else input_device
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+            make = lambda rate: net.threaded(microphone(rate, feed_ms, dev))  # noqa: E731
+        else:
+            make = net.file_source(file, feed_ms)
+        await net.stream_audio(url, make, fmt=pcm_format, realtime=realtime and not mic, token=token, on_event=show,
+                               stop=stop, options=_stream_options(chunk_ms, left_ms, right_ms, options))
+
+    try:
+        asyncio.run(run())
+    except (net.ClientError, *USER_ERRORS) as err:
+        _fail(str(err), printer)
+
+
+@main.command()
+@click.option("--url", default="ws://127.0.0.1:8765/ws", show_default=True)
+@click.option("--streams", "streams_", default="1,2,4,8", show_default=True,
+              help="Numbers of simultaneous real-time streams, one round each.")
+@click.option("--seconds", default=20.0, show_default=True, type=click.FloatRange(0.5), help="Audio per stream.")
+@click.option("--file", "file_", default=None, type=click.Path(), help="Recording to loop (default: the sample).")
+@click.option("--format", "pcm_format", default="s16le", type=click.Choice(["s16le", "f32le"]), show_default=True)
+@click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 1000))
+@click.option("--chunk-ms", default=None, type=int)
+@click.option("--left-ms", default=None, type=int)
+@click.option("--right-ms", default=None, type=int)
+@click.option("--token", default=None, envvar="PHONESTREAM_TOKEN")
+@click.option("--json", "json_out", is_flag=True)
+def loadtest(url, streams_, seconds, file_, pcm_format, feed_ms, chunk_ms, left_ms, right_ms, token,
+             json_out) -> None:
+    """Stream N real-time clients at once; per N: emission delay, real-time lag, audio dropped."""
+    from . import client as net
+
+    try:
+        counts = net.parse_streams(streams_)
+        rows = net.loadtest(url, counts, seconds, file_ or net.SAMPLE, feed_ms, pcm_format,
+                            _stream_options(chunk_ms, left_ms, right_ms, ()), token,
+                            on_row=None if json_out else lambda r: click.echo(
+                                f"{r['streams']} streams: lag p95 {r['lag_s']['p95']} s, dropped {r['dropped_s']} s, "
+                                f"errors {r['errors']}", err=True))
+    except (net.ClientError, *USER_ERRORS) as err:
+        _fail(str(err))
+    if json_out:
+        click.echo(json.dumps(rows))
+        return
+    shown = [{"streams": r["streams"], "audio s": r["audio_s"], "delay s": r["emission_delay_s"], "lag s": r["lag_s"],
+              "lag max": r["lag_s"]["max"], "end->summary s": r["final_s"], "dropped s": r["dropped_s"],
+              "errors": r["errors"], "batch": r["avg_batch"], "busy": r["model_busy"],
+              "real time": "yes" if r["keeps_up"] else "NO"} for r in rows]
+    print_rows(shown, f"loadtest {url}: per stream, cells p50 / p95; delay = phoneme arrival - its end; lag = "
+               "event arrival - audio the server had; batch = windows per forward pass; busy = model share of time")
+    for r in rows:
+        if r["error_sample"]:
+            click.echo(f"{r['streams']} streams: first error: {r['error_sample']}", err=True)

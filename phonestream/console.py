@@ -16,7 +16,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .events import Event, Partial, Phoneme, Summary, to_json
+from .events import Endpoint, Event, Partial, Phoneme, Summary, to_json
 
 
 class EventPrinter:
@@ -60,6 +60,12 @@ class EventPrinter:
                 print(f"{event.start:8.2f} {event.end:8.2f}  {event.phoneme:<4} {event.confidence:.2f}", flush=True)
         elif isinstance(event, Partial):
             self._tail = event.phonemes
+        elif isinstance(event, Endpoint):  # end of an utterance: a line break in the live view
+            if self._live is not None:
+                self._committed.append("\n")
+            else:
+                print(f"{'':8} {event.end:8.2f}  -- end of utterance {event.utterance} "
+                      f"({event.start:.2f}-{event.end:.2f} s)", flush=True)
         elif isinstance(event, Summary):
             self.close()
             print_summary(event.metrics, self.err if self._live is None else self.out)

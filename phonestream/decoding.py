@@ -8,11 +8,17 @@ The commit rule (the stabiliser): a phoneme is committed when the frame that *en
 when it was computed with the full right context (see :mod:`phonestream.streaming`). Final frames never
 change, so a committed phoneme never changes either. Everything after that is the provisional tail: the
 still-open phoneme plus the greedy reading of the lookahead frames, which the next step may revise.
+
+:class:`DecoderConfig` selects greedy (the default and fastest) or the prefix beam search of
+:mod:`phonestream.beam`, with its phoneme LM; :func:`make_decoder` builds either behind one interface
+(``advance``, ``partial``, ``reset``, ``count``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +50,11 @@ class GreedyDecoder:
         self._run: _Run | None = None
         self._frame = 0  # next final frame index
         self.count = 0  # phonemes committed so far
+
+    def reset(self) -> None:
+        """Start a new utterance (after an endpoint); the phoneme index keeps counting."""
+        self._prev = self.vocab.blank_id
+        self._run = None
 
     def _best(self, log_probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         best = log_probs.argmax(axis=1)
@@ -103,4 +114,77 @@ def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, frame_seconds: float
                   sample_rate: int) -> list[Phoneme]:
     """Greedy CTC over a whole utterance's posteriors (the offline reference); committed at its end."""
     decoder = GreedyDecoder(vocab, frame_seconds, sample_rate)
+    return decoder.advance(FrameBlock(0, log_probs, log_probs[:0], n_samples, True))
+
+
+# Beam defaults, tuned on held-out FSDD takes 5-9 with the default model (see docs/decoding.md). The
+# insertion bonus defaults to LM_INSERTION_BONUS with an LM (it balances the LM's cost per phoneme) and
+# to 0 without one.
+DEFAULT_BEAM = 4
+DEFAULT_LM_WEIGHT = 0.5
+LM_INSERTION_BONUS = 1.5
+DEFAULT_INSERTION_BONUS: float | None = None
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Which decoder a stream uses.
+
+    ``lm`` is a path to an ARPA file (``.arpa`` / ``.arpa.gz``), ``"auto"`` for the ``lm.arpa*`` next to
+    the model (none if absent), or None / ``"none"`` for no LM. ``insertion_bonus`` None means
+    ``LM_INSERTION_BONUS`` with an LM, 0 without. Greedy ignores everything but ``kind``.
+    """
+
+    kind: str = "greedy"
+    beam: int = DEFAULT_BEAM
+    lm: str | None = "auto"
+    lm_weight: float = DEFAULT_LM_WEIGHT
+    insertion_bonus: float | None = DEFAULT_INSERTION_BONUS
+    prune_logp: float = -5.0
+    top_k: int = 6
+    commit_wait_s: float | None = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("greedy", "beam"):
+            raise ValueError(f"unknown decoder {self.kind!r}; use greedy or beam")
+        if self.beam < 1:
+            raise ValueError(f"beam must be at least 1, got {self.beam}")
+
+    def with_options(self, **options: Any) -> "DecoderConfig":
+        """A copy with the options that are not None replaced (``decoder=`` sets ``kind``)."""
+        if "decoder" in options:
+            options["kind"] = options.pop("decoder")
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    def lm_path(self, model_dir: str | Path | None) -> Path | None:
+        """The LM file this config asks for, given the model's folder (for ``"auto"``)."""
+        from .lm import find_lm_next_to
+
+        if self.kind != "beam" or self.lm is None or str(self.lm).lower() == "none":
+            return None
+        if self.lm == "auto":
+            return find_lm_next_to(model_dir)
+        return Path(self.lm)
+
+
+def make_decoder(config: DecoderConfig, vocab: Vocabulary, frame_seconds: float, sample_rate: int,
+                 model_dir: str | Path | None = None):
+    """A :class:`GreedyDecoder` or a :class:`~phonestream.beam.BeamDecoder` as ``config`` says."""
+    if config.kind == "greedy":
+        return GreedyDecoder(vocab, frame_seconds, sample_rate)
+    from .beam import BeamDecoder
+    from .lm import load_lm
+
+    path = config.lm_path(model_dir)
+    lm = load_lm(path) if path is not None else None
+    bonus = config.insertion_bonus
+    if bonus is None:
+        bonus = LM_INSERTION_BONUS if lm is not None else 0.0
+    return BeamDecoder(vocab, frame_seconds, sample_rate, beam=config.beam, lm=lm, lm_weight=config.lm_weight,
+                       insertion_bonus=bonus, prune_logp=config.prune_logp, top_k=config.top_k,
+                       commit_wait_s=config.commit_wait_s)
+
+
+def decode_offline(log_probs: np.ndarray, decoder, n_samples: int, sample_rate: int) -> list[Phoneme]:
+    """Run a fresh decoder over a whole utterance's posteriors (committed at its end)."""
     return decoder.advance(FrameBlock(0, log_probs, log_probs[:0], n_samples, True))

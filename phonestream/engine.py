@@ -4,60 +4,129 @@ The life of a stream, in order::
 
     stream = Recognizer(model).stream()
     for piece in source:                    # phonestream.audio
-        for event in stream.accept(piece):  # Streamer -> model -> GreedyDecoder -> events
+        for event in stream.accept(piece):  # Streamer -> model -> decoder -> events
             ...
     for event in stream.finish():           # the tail, then a Summary
         ...
 
 A server that batches many streams uses the two halves of ``accept`` instead: ``push`` +
-``ready_windows`` on each stream, one ``model.log_probs_batch`` over all windows, then ``apply``.
+``ready_windows`` on each stream, one ``model.log_probs_batch`` over all windows, then ``apply``
+(``stream.silent_output(window)`` gives the output of a window too quiet to be worth the model).
+
+Decoding is greedy unless ``decoder="beam"`` (prefix beam search, optionally with a phoneme LM:
+:mod:`phonestream.beam`); endpointing (:mod:`phonestream.endpoint`) cuts the stream into utterances.
+Both are plain keyword arguments of :class:`Recognizer`, overridable per stream.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .decoding import GreedyDecoder, greedy_decode
+from .decoding import (DEFAULT_BEAM, DEFAULT_INSERTION_BONUS, DEFAULT_LM_WEIGHT, DecoderConfig, decode_offline,
+                       make_decoder)
+from .endpoint import EndpointConfig, Endpointer
 from .events import Event, Partial, Phoneme, Summary
 from .metrics import StreamStats, compare
 from .models.base import CTCModel
-from .streaming import StreamConfig, Streamer, Window
+from .streaming import FrameBlock, StreamConfig, Streamer, Window
 
 # Offline decoding runs whole files in one pass up to this length; longer files go through strided
 # chunks (20 s new audio with 5 s context each side, as transformers' pipeline does) to bound memory.
 OFFLINE_MAX_S = 30.0
 OFFLINE_CONTEXT_MS = 5000
+# Windows whose new audio (chunk + lookahead) is quieter than this (RMS, dB full scale) skip the model:
+# they are decoded as all blank. Speech recordings sit around -30 to -15 dBFS; room noise of a quiet
+# recording around -60 to -50.
+SILENCE_DB = -60.0
 
 
 @dataclass
 class Recognizer:
-    """A loaded model plus streaming settings; makes streams and offline transcriptions."""
+    """A loaded model plus streaming and decoding settings; makes streams and offline transcriptions.
+
+    Args:
+        model: the CTC model.
+        config: window sizes (default: the model's).
+        decoder: ``"greedy"`` (fastest, the default) or ``"beam"``.
+        beam: hypotheses kept by the beam search.
+        lm: ARPA file for the beam search; ``"auto"`` uses ``lm.arpa*`` in ``model_dir`` (or the
+            model's ``source_dir``) if there is one; None or ``"none"`` for no LM.
+        lm_weight, insertion_bonus: LM weight and per-phoneme bonus (natural-log units); a bonus of
+            None is 1.5 with an LM and 0 without.
+        endpoint: True for the default trailing-silence rules, an :class:`EndpointConfig`, or False.
+        silence_db: windows quieter than this skip the model (None: never skip).
+        model_dir: the model's folder, where ``lm="auto"`` looks.
+    """
 
     model: CTCModel
     config: StreamConfig | None = None
+    decoder: str = "greedy"
+    beam: int = DEFAULT_BEAM
+    lm: str | Path | None = "auto"
+    lm_weight: float = DEFAULT_LM_WEIGHT
+    insertion_bonus: float | None = DEFAULT_INSERTION_BONUS
+    endpoint: bool | EndpointConfig = True
+    silence_db: float | None = SILENCE_DB
+    model_dir: str | Path | None = None
 
     def __post_init__(self) -> None:
         if self.config is None:
             self.config = StreamConfig.for_model(self.model)
         self.config.samples(self.model)  # validate now, with a clear message
+        if self.model_dir is None:
+            self.model_dir = getattr(self.model, "source_dir", None)
+        self.decoder_config()  # validate the decoder options now (and load the LM once)
+        self.endpoint_config()
+
+    def decoder_config(self, decoder: str | None = None, beam: int | None = None, lm: str | Path | None = None,
+                       lm_weight: float | None = None, insertion_bonus: float | None = None) -> DecoderConfig:
+        """This recognizer's decoder settings, with any given option overriding them."""
+        base = DecoderConfig(self.decoder, self.beam, None if self.lm is None else str(self.lm), self.lm_weight,
+                             self.insertion_bonus)
+        cfg = base.with_options(decoder=decoder, beam=beam, lm=None if lm is None else str(lm),
+                                lm_weight=lm_weight, insertion_bonus=insertion_bonus)
+        path = cfg.lm_path(self.model_dir)
+        if path is not None:
+            from .lm import load_lm
+
+            load_lm(path)  # fail early with a clear message; cached for the streams
+        return cfg
+
+    def endpoint_config(self, endpoint: bool | EndpointConfig | None = None) -> EndpointConfig | None:
+        value = self.endpoint if endpoint is None else endpoint
+        if value is True:
+            return EndpointConfig()
+        return value or None
+
+    def make_decoder(self, config: DecoderConfig | None = None):
+        """A fresh decoder (greedy or beam) for ``config`` (default: this recognizer's)."""
+        return make_decoder(config or self.decoder_config(), self.model.vocab, self.frame_seconds,
+                            self.model.sample_rate, self.model_dir)
 
     @property
     def frame_seconds(self) -> float:
         return self.model.frame_stride / self.model.sample_rate
 
-    def stream(self, keep_audio: bool = False, keep_phonemes: bool = True, partials: bool = True) -> "Stream":
-        """A new live stream. ``keep_audio`` lets its summary include the offline comparison."""
-        return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials)
+    def stream(self, keep_audio: bool = False, keep_phonemes: bool = True, partials: bool = True, *,
+               decoder: str | None = None, beam: int | None = None, lm: str | Path | None = None,
+               lm_weight: float | None = None, insertion_bonus: float | None = None,
+               endpoint: bool | EndpointConfig | None = None) -> "Stream":
+        """A new live stream. ``keep_audio`` lets its summary include the offline comparison; the
+        decoder and endpoint options (None: the recognizer's) apply to this stream only."""
+        cfg = self.decoder_config(decoder, beam, lm, lm_weight, insertion_bonus)
+        return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials,
+                      decoder_config=cfg, endpoint=self.endpoint_config(endpoint))
 
-    def transcribe(self, audio: np.ndarray) -> list[Phoneme]:
-        """Decode a whole signal at once (mono float32 at the model's rate): the offline reference."""
-        sr = self.model.sample_rate
+    def transcribe(self, audio: np.ndarray, decoder_config: DecoderConfig | None = None) -> list[Phoneme]:
+        """Decode a whole signal at once (mono float32 at the model's rate): the offline reference,
+        with this recognizer's decoder unless ``decoder_config`` says otherwise."""
         log_probs = self.offline_log_probs(audio)
-        return greedy_decode(log_probs, self.model.vocab, self.frame_seconds, len(audio), sr)
+        return decode_offline(log_probs, self.make_decoder(decoder_config), len(audio), self.model.sample_rate)
 
     def offline_log_probs(self, audio: np.ndarray) -> np.ndarray:
         """Posteriors of a whole signal: one pass, or long strided chunks beyond ``OFFLINE_MAX_S``."""
@@ -80,11 +149,18 @@ class Stream:
     """One live stream: push audio pieces, get committed phonemes and partials as events."""
 
     def __init__(self, recognizer: Recognizer, keep_audio: bool = False, keep_phonemes: bool = True,
-                 partials: bool = True) -> None:
+                 partials: bool = True, decoder_config: DecoderConfig | None = None,
+                 endpoint: EndpointConfig | None = None) -> None:
         self.recognizer = recognizer
         model = recognizer.model
         self.streamer = Streamer(model, recognizer.config)  # type: ignore[arg-type]
-        self.decoder = GreedyDecoder(model.vocab, recognizer.frame_seconds, model.sample_rate)
+        self.decoder_config = decoder_config or recognizer.decoder_config()
+        self.decoder = recognizer.make_decoder(self.decoder_config)
+        silent_ids = sorted({model.vocab.blank_id, *model.vocab.skip_ids})
+        self.endpointer = Endpointer(endpoint, recognizer.frame_seconds, silent_ids) if endpoint else None
+        self.skipped_windows = 0
+        self.recorder: list[tuple[list[FrameBlock], float]] | None = None
+        self._ended = False  # a block marked last has been decoded
         self.stats = StreamStats(model.sample_rate, keep_phonemes=keep_phonemes)
         self.partials = partials
         self._audio: list[np.ndarray] | None = [] if keep_audio else None
@@ -106,26 +182,73 @@ class Stream:
 
     def apply(self, windows: list[Window], outputs: list[np.ndarray], seconds: float) -> list[Event]:
         """Stitch and decode the model outputs of ``windows``; ``seconds`` is the compute time spent."""
+        return self.decode([self.streamer.stitch(w, out) for w, out in zip(windows, outputs)], seconds)
+
+    def decode(self, blocks: list[FrameBlock], seconds: float) -> list[Event]:
+        """Decode stitched blocks; ``seconds`` is the model time spent on them. ``recorder``, when set
+        to a list, receives ``(blocks, seconds)`` so that another decoder can replay the same model
+        output (how ``phonestream eval`` compares decoders without running the model again)."""
+        if self.recorder is not None:
+            self.recorder.append((blocks, seconds))
         events: list[Event] = []
-        per_window = seconds / max(1, len(windows))
+        per_window = seconds / max(1, len(blocks))
         sr, frame_s = self.recognizer.model.sample_rate, self.recognizer.frame_seconds
         block = None
-        for window, out in zip(windows, outputs):
+        for block in blocks:
             t0 = time.perf_counter()
-            block = self.streamer.stitch(window, out)
-            committed = self.decoder.advance(block)
+            decoded = self._decode(block)
             step = per_window + time.perf_counter() - t0
             self.stats.add_step(step)
             self.stats.add_frames(block.received / sr, (block.start_frame + 1) * frame_s, len(block.final), frame_s)
-            for p in committed:
-                self.stats.add_phoneme(p, step)
-            events.extend(committed)
+            for e in decoded:
+                if isinstance(e, Phoneme):
+                    self.stats.add_phoneme(e, step)
+            events.extend(decoded)
         if block is not None and self.partials:
             tail = self.decoder.partial(block)
             if tail != self._last_partial:
                 self._last_partial = tail
                 events.append(Partial(tail, block.received / sr))
         return events
+
+    def _decode(self, block: FrameBlock) -> list[Event]:
+        """Decode one block, cutting it where the endpointer ends an utterance: the decoder commits
+        its best hypothesis up to the cut and starts afresh after it."""
+        self._ended = self._ended or block.last
+        if self.endpointer is None:
+            return list(self.decoder.advance(block))
+        events: list[Event] = []
+        done = 0
+        for offset, endpoint in self.endpointer.scan(block.start_frame, block.final):
+            head = FrameBlock(block.start_frame + done, block.final[done:offset], block.final[:0], block.received,
+                              True)
+            events += self.decoder.advance(head)
+            self.decoder.reset()
+            if endpoint is not None:
+                events.append(endpoint)
+            done = offset
+        rest = FrameBlock(block.start_frame + done, block.final[done:], block.provisional, block.received, block.last)
+        events += self.decoder.advance(rest)
+        if block.last:
+            endpoint = self.endpointer.finish()
+            if endpoint is not None:
+                events.append(endpoint)
+        return events
+
+    def silent_output(self, window: Window) -> np.ndarray | None:
+        """All-blank log posteriors for a window whose new audio is quieter than ``silence_db`` (the
+        model is not run on it), else None."""
+        threshold = self.recognizer.silence_db
+        if threshold is None:
+            return None
+        model = self.recognizer.model
+        new = window.audio[max(0, (window.keep_from - window.first_frame) * model.frame_stride):]
+        if len(new) and 10 * np.log10(float(np.mean(new.astype(np.float64) ** 2)) + 1e-20) >= threshold:
+            return None
+        vocab = model.vocab
+        out = np.full((model.num_frames(len(window.audio)), len(vocab)), np.log(1e-6 / len(vocab)), np.float32)
+        out[:, vocab.blank_id] = np.log1p(-1e-6)
+        return out
 
     # -- the simple path ----------------------------------------------------------------------------
 
@@ -139,8 +262,13 @@ class Stream:
         if not windows:
             return []
         t0 = time.perf_counter()
-        outputs = self.recognizer.model.log_probs_batch([w.audio for w in windows])
-        return self.apply(windows, outputs, time.perf_counter() - t0)
+        outputs: list[np.ndarray | None] = [self.silent_output(w) for w in windows]
+        todo = [i for i, o in enumerate(outputs) if o is None]
+        self.skipped_windows += len(windows) - len(todo)
+        if todo:
+            for i, out in zip(todo, self.recognizer.model.log_probs_batch([windows[i].audio for i in todo])):
+                outputs[i] = out
+        return self.apply(windows, outputs, time.perf_counter() - t0)  # type: ignore[arg-type]
 
     def finish(self, offline: bool | None = None) -> list[Event]:
         """End of audio: decode the rest, then a :class:`Summary` (with the offline comparison if the
@@ -150,6 +278,11 @@ class Stream:
         self.finished = True
         self.streamer.finish()
         events = self._run()
+        if not self._ended:  # every frame was already final: still close the decoder's open phonemes
+            vocab = self.recognizer.model.vocab
+            empty = np.zeros((0, len(vocab)), np.float32)
+            events += self.decode([FrameBlock(self.streamer.next_frame, empty, empty, self.streamer.received, True)],
+                                  0.0)
         events.append(Summary(self.summary(offline=self._audio is not None if offline is None else offline)))
         return events
 
@@ -162,10 +295,18 @@ class Stream:
         metrics = self.stats.summary()
         metrics["chunk_compute_ms"] = metrics.pop("chunk_ms")
         out.update(metrics)
+        d = self.decoder_config
+        lm_path = d.lm_path(self.recognizer.model_dir)
+        bonus = self.decoder.bonus if hasattr(self.decoder, "bonus") else 0.0
+        out["decoder"] = d.kind if d.kind == "greedy" else (
+            f"beam {d.beam}" + (f" + LM {lm_path.name} (weight {d.lm_weight:g}, bonus {bonus:g})" if lm_path else ""))
+        out["skipped_windows"] = self.skipped_windows
+        if self.endpointer is not None:
+            out["utterances"] = self.endpointer.utterance
         if offline and self._audio is not None:
             audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
             t0 = time.perf_counter()
-            ref = [p.phoneme for p in self.recognizer.transcribe(audio)]
+            ref = [p.phoneme for p in self.recognizer.transcribe(audio, self.decoder_config)]
             seconds = time.perf_counter() - t0
             out["offline_rtf"] = round(seconds / (len(audio) / model.sample_rate), 4) if len(audio) else None
             out["offline_string"] = " ".join(ref)

@@ -7,6 +7,10 @@ Schema (every event has ``type``):
   received when it was committed), ``index`` (0-based position in the stream).
 - ``partial``: the provisional tail after the committed phonemes, replacing the previous partial:
   ``phonemes`` (list of symbols), ``received`` (seconds of audio received).
+- ``endpoint``: an utterance ended (trailing-silence rules, :mod:`phonestream.endpoint`): ``utterance``
+  (0-based id), ``start``, ``end`` (seconds; utterances tile the stream), ``speech_start``,
+  ``speech_end`` (its first and last speech frame), ``rule`` (``silence``, ``max_length``,
+  ``end_of_stream``). Phonemes before it belong to that utterance.
 - ``summary``: last event of a stream, the run's metrics (see :mod:`phonestream.metrics`).
 """
 
@@ -48,6 +52,24 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """The end of an utterance."""
+
+    utterance: int
+    start: float
+    end: float
+    speech_start: float
+    speech_end: float
+    rule: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("start", "end", "speech_start", "speech_end"):
+            d[key] = round(d[key], 3)
+        return {"type": "endpoint", **d}
+
+
+@dataclass(frozen=True)
 class Summary:
     """End-of-stream metrics."""
 
@@ -57,7 +79,7 @@ class Summary:
         return {"type": "summary", **self.metrics}
 
 
-Event = Phoneme | Partial | Summary
+Event = Phoneme | Partial | Endpoint | Summary
 
 
 def to_json(event: Event) -> str:

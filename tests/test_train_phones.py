@@ -8,7 +8,7 @@ import pytest
 
 from phonestream.train.phones import (ARPABET, SYMBOLS, UnmappedSymbol, collapse_er_r, dictionary_phones,
                                       ipa_to_arpabet, radio_to_arpabet)
-from phonestream.train.text import _clean, load_sentences, normalise
+from phonestream.train.text import FORTUNE_DIR, WORDNET_DIR, _clean, load_sentences, normalise
 
 
 def test_inventory_is_39_arpabet_plus_blank_first():
@@ -45,6 +45,8 @@ def test_text_cleaning_and_exclusion(tmp_path: Path):
     assert normalise("It's  FINE, really.") == "it's fine really"
     manifest = tmp_path / "m.tsv"
     manifest.write_text("id\ttext\nx\tNever put off until tomorrow what you can do today.\n")
+    if not (FORTUNE_DIR.exists() or WORDNET_DIR.exists()):
+        pytest.skip("Debian fortunes / wordnet-base not installed (scripts/install-train-deps.sh)")
     sentences = load_sentences([manifest])
-    assert sentences, "the fortunes / wordnet text sources are missing"
+    assert len(sentences) > 1000
     assert all(normalise(s) != "never put off until tomorrow what you can do today" for s in sentences)

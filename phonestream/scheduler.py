@@ -1,0 +1,344 @@
+"""Cross-stream batching: one worker thread runs the model for every live stream of a server.
+
+Each live stream (a :class:`Session`) is fed audio by the event loop; the worker thread owns every
+:class:`~phonestream.engine.Stream` and is the only thread that touches one. Its loop, in order:
+
+1. take the sessions that received audio (or an end request) since the last round, push the audio
+   into their streams and collect the windows that became ready;
+2. once any window is ready, wait at most ``max_wait_s`` for other streams' windows so they share the
+   forward pass, and stop collecting at ``max_batch`` windows (the rest wait for the next round, so one
+   stream sent as fast as possible cannot starve the live ones);
+3. run **one** ``model.log_probs_batch`` over all collected windows (it groups equal-length windows,
+   which live streams with the same settings produce, into single forward passes);
+4. hand each stream its own outputs (``Stream.apply``) and post the events back to the event loop.
+
+Inference therefore never runs on the event loop, and a slow batch only delays events, never drops
+audio: sessions report how much audio is still unprocessed so the server can stop reading a socket
+that runs too far ahead (backpressure) instead of buffering without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .engine import Stream
+from .events import Summary, to_json
+from .models.base import CTCModel
+from .streaming import Window
+
+
+@dataclass(frozen=True)
+class Close:
+    """Outbox item: the stream is over; close the connection with ``code`` (None: already gone)."""
+
+    code: int | None = 1000
+    reason: str = ""
+
+
+@dataclass
+class Session:
+    """One stream as the scheduler sees it. Events are posted to ``outbox`` on ``loop`` as JSON text,
+    ending with a :class:`Close`."""
+
+    stream: Stream
+    loop: asyncio.AbstractEventLoop
+    outbox: asyncio.Queue
+    id: int = 0
+    received: int = 0  # samples handed to the scheduler (event-loop side)
+    processed: int = 0  # samples whose frames are final (worker side)
+    # -- worker-side state -------------------------------------------------------------------------
+    _audio: collections.deque = field(default_factory=collections.deque)
+    _backlog: list[Window] = field(default_factory=list)
+    _in_batch: bool = False
+    _end: bool = False
+    _closed: bool = False
+    _progress: asyncio.Event | None = None
+
+    @property
+    def unprocessed(self) -> int:
+        """Samples received but not yet through the model."""
+        return self.received - self.processed
+
+    def post(self, item: Any) -> None:
+        """Hand an item to the event loop (thread-safe)."""
+        try:
+            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            pass
+
+
+class BatchScheduler:
+    """Runs the model for many streams in one worker thread, batching windows across streams.
+
+    Args:
+        model: the loaded model every session's stream uses.
+        max_batch: most windows in one ``log_probs_batch`` call.
+        max_wait_s: how long the first ready window may wait for others to join its batch.
+    """
+
+    def __init__(self, model: CTCModel, max_batch: int = 64, max_wait_s: float = 0.01) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max batch must be at least 1, got {max_batch}")
+        if max_wait_s < 0:
+            raise ValueError(f"max wait must be zero or more, got {max_wait_s}")
+        self.model = model
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self._cond = threading.Condition()
+        self._dirty: dict[int, Session] = {}  # insertion-ordered: round robin across sessions
+        self._jobs: collections.deque = collections.deque()
+        self._sessions: dict[int, Session] = {}
+        self._next_id = 1
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # counters for /health and the load test
+        self.batches = 0
+        self.windows = 0
+        self.largest_batch = 0
+        self.skipped = 0  # silent windows decoded without the model
+        self.busy_s = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread (once; later calls do nothing)."""
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._loop, name="phonestream-batcher", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def sessions(self) -> int:
+        """Streams the worker still holds state for."""
+        with self._cond:
+            return len(self._sessions)
+
+    # -- called from the event loop ----------------------------------------------------------------
+
+    def open(self, stream: Stream, outbox: asyncio.Queue) -> Session:
+        self.start()
+        with self._cond:
+            session = Session(stream, asyncio.get_running_loop(), outbox, id=self._next_id)
+            session._progress = asyncio.Event()
+            self._next_id += 1
+            self._sessions[session.id] = session
+        return session
+
+    def feed(self, session: Session, samples: np.ndarray) -> None:
+        """Queue audio (mono float32 at the model's rate) for a session."""
+        if not len(samples):
+            return
+        with self._cond:
+            session._audio.append(samples)
+            session.received += len(samples)
+            self._mark(session)
+
+    def end(self, session: Session) -> None:
+        """No more audio: decode the tail, then post the summary and ``Close(1000)``."""
+        with self._cond:
+            session._end = True
+            self._mark(session)
+
+    def close(self, session: Session | None) -> None:
+        """Forget a session now (disconnect, error): its queued audio and pending windows are dropped."""
+        if session is None:
+            return
+        with self._cond:
+            session._closed = True
+            session._audio.clear()
+            session._backlog = []
+            self._sessions.pop(session.id, None)
+            self._dirty.pop(session.id, None)
+
+    async def wait_progress(self, session: Session, timeout: float) -> None:
+        """Wait until the worker has processed more of this session's audio (or ``timeout``)."""
+        assert session._progress is not None
+        session._progress.clear()
+        try:
+            await asyncio.wait_for(session._progress.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def run_job(self, func: Callable[[], Any]) -> Any:
+        """Run ``func`` on the worker thread between batches (e.g. an offline transcription)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        with self._cond:
+            self._jobs.append((func, loop, future))
+            self._cond.notify()
+        return await future
+
+    def _mark(self, session: Session) -> None:
+        if not session._closed and session.id not in self._dirty:
+            self._dirty[session.id] = session
+            self._cond.notify()
+
+    # -- the worker thread -------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        batch: list[tuple[Session, list[Window]]] = []
+        size = 0
+        deadline: float | None = None
+        while True:
+            with self._cond:
+                while not self._stop and not self._dirty and not self._jobs:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+                if self._stop:
+                    return
+                jobs, self._jobs = list(self._jobs), collections.deque()
+                dirty = list(self._dirty.values())
+                self._dirty.clear()
+                # take each session's audio while holding the lock; push it outside
+                taken = [(s, list(s._audio)) for s in dirty]
+                for s in dirty:
+                    s._audio.clear()
+            for func, loop, future in jobs:
+                self._run_job(func, loop, future)
+            deferred = []
+            for session, audio in taken:
+                if session._closed:
+                    continue
+                try:
+                    if audio:
+                        session.stream.push(np.concatenate(audio) if len(audio) > 1 else audio[0])
+                    if session._in_batch:
+                        continue  # looked at again once its windows are done
+                    if size >= self.max_batch:
+                        deferred.append(session)  # the batch is full: next round
+                        continue
+                    taken_windows = self._collect(session, self.max_batch - size)
+                except Exception as err:  # noqa: BLE001 - a broken stream must not stop the worker
+                    self._fail(session, f"stream failed: {err}")
+                    continue
+                if taken_windows:
+                    batch.append((session, taken_windows))
+                    size += len(taken_windows)
+            if size and deadline is None:
+                deadline = time.monotonic() + self.max_wait_s
+            if size and (size >= self.max_batch or time.monotonic() >= deadline):  # type: ignore[operator]
+                self._execute(batch, size)
+                deferred.extend(s for s, _ in batch)
+                batch, size, deadline = [], 0, None
+            if deferred:
+                with self._cond:
+                    for s in deferred:
+                        self._mark(s)
+
+    def _collect(self, session: Session, capacity: int) -> list[Window]:
+        """Up to ``capacity`` (> 0) of the session's ready windows; finishes the session when it is done."""
+        stream = session.stream
+        if not session._backlog:
+            if session._end and not stream.finished:
+                with self._cond:
+                    more_audio = bool(session._audio)
+                if more_audio:  # audio arrived together with the end request: push it first
+                    return []
+                stream.finished = True
+                stream.streamer.finish()
+            session._backlog = stream.ready_windows()
+        if not session._backlog:
+            if stream.finished:
+                self._finish(session)
+            return []
+        windows, session._backlog = session._backlog[:capacity], session._backlog[capacity:]
+        session._in_batch = True
+        return windows
+
+    def _execute(self, batch: list[tuple[Session, list[Window]]], size: int) -> None:
+        t0 = time.perf_counter()
+        try:
+            # windows the engine decodes without the model (silence) stay out of the forward pass
+            outputs = [session.stream.silent_output(w) for session, windows in batch for w in windows]
+            todo = [i for i, out in enumerate(outputs) if out is None]
+            flat = [w for _, windows in batch for w in windows]
+            if todo:
+                for i, out in zip(todo, self.model.log_probs_batch([flat[i].audio for i in todo])):
+                    outputs[i] = out
+        except Exception as err:  # noqa: BLE001 - report to the streams, keep serving
+            for session, _ in batch:
+                session._in_batch = False
+                self._fail(session, f"model failed: {err}")
+            return
+        seconds = time.perf_counter() - t0
+        ran = set(todo)
+        if todo:
+            self.batches += 1
+            self.windows += len(todo)
+            self.largest_batch = max(self.largest_batch, len(todo))
+        self.skipped += size - len(todo)
+        self.busy_s += seconds
+        i = 0
+        for session, windows in batch:
+            outs = outputs[i : i + len(windows)]
+            i += len(windows)
+            session._in_batch = False
+            session.stream.skipped_windows += len(windows) - sum(1 for j in range(i - len(windows), i) if j in ran)
+            if session._closed:
+                continue
+            try:
+                # each stream is charged its share of the batch's compute, so its summary's rtf is
+                # what the stream cost the server
+                events = session.stream.apply(windows, outs, seconds * len(windows) / size)
+            except Exception as err:  # noqa: BLE001
+                self._fail(session, f"stream failed: {err}")
+                continue
+            session.processed = min(session.received, session.stream.streamer.next_frame * session.stream.streamer.stride)
+            for event in events:
+                session.post(to_json(event))
+            if session._progress is not None:
+                session.loop.call_soon_threadsafe(session._progress.set)
+
+    def _finish(self, session: Session) -> None:
+        session.processed = session.received
+        session.post(to_json(Summary(session.stream.summary(offline=False))))
+        session.post(Close(1000))
+        self.close(session)
+
+    def _fail(self, session: Session, message: str) -> None:
+        session.post(error_json(message))
+        session.post(Close(1011, "internal error"))
+        self.close(session)
+
+    @staticmethod
+    def _run_job(func: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future) -> None:
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                future.set_result(value) if ok else future.set_exception(value)
+
+        try:
+            result, ok = func(), True
+        except Exception as err:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, ok = err, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, result)
+        except RuntimeError:
+            pass
+
+
+def error_json(message: str) -> str:
+    """The error event: ``{"type": "error", "message": ...}``."""
+    return json.dumps({"type": "error", "message": message}, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,530 @@
+"""The network server: live phonemes over WebSocket, whole-file uploads over HTTP, and the web page.
+
+Starlette (a small, well-kept ASGI toolkit) gives the routes and the WebSocket handling, and uvicorn
+serves it; the model runs in the :class:`~phonestream.scheduler.BatchScheduler` worker thread, batched
+across streams, never on the event loop. The life of one WebSocket stream, all in :meth:`App.live`:
+
+    accept -> {"type": "hello"} -> client config -> {"type": "ready"}
+    -> binary audio frames (decoded, resampled, fed to the scheduler; events flow back as they happen)
+    -> {"type": "end"} -> tail + {"type": "summary"} -> close 1000
+
+Every protocol error ends that one connection with ``{"type": "error", "message": ...}`` and a close
+code; the other streams go on. See ``docs/server.md`` for the protocol with a complete example.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import inspect
+import io
+import ipaddress
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .audio import PCM_FORMATS, AudioError, StreamResampler, resample, to_mono
+from .engine import Recognizer
+from .models.base import CTCModel
+from .scheduler import BatchScheduler, Close, Session, error_json
+from .streaming import ConfigError, StreamConfig
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+
+OFFLINE_UPLOAD_MAX_S = 120.0
+
+# WebSocket close codes (RFC 6455 section 7.4.1)
+POLICY = 1008  # a malformed or unexpected message, a bad token
+TOO_BIG = 1009
+TRY_LATER = 1013  # the server is at its stream limit
+
+
+class ServerError(ValueError):
+    """A server setting that cannot work (one-line message for the user)."""
+
+
+@dataclass
+class Limits:
+    """What one client may use. Each has a ``phonestream serve`` flag of the same name."""
+
+    max_message_bytes: int = 1 << 20  # one binary frame (1 MiB = 32 s of 16 kHz f32le)
+    max_stream_s: float = 3600.0  # audio per stream
+    max_streams: int = 64  # live streams at once; more get an error and close 1013
+    idle_timeout_s: float = 30.0  # silence on the socket before it is closed
+    max_upload_bytes: int = 50 << 20  # one HTTP upload
+    min_chunk_ms: int = 80  # smallest chunk a client may ask for (tiny chunks cost many passes)
+    max_window_ms: int = 10000  # largest left + chunk + right a client may ask for
+    max_backlog_s: float = 10.0  # unprocessed audio per stream before the server stops reading it
+    max_beam: int = 32  # largest beam a client may ask for (the beam search runs on the shared worker)
+
+
+@dataclass
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    allow_insecure_bind: bool = False
+    allow_origins: tuple[str, ...] = ()
+    max_batch: int = 64
+    max_wait_ms: float = 10.0
+    limits: Limits = field(default_factory=Limits)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(settings: ServerSettings) -> None:
+    """Refuse to expose the server beyond this machine without a token, unless told so explicitly.
+
+    Raises:
+        ServerError: a non-loopback host with neither ``--token`` nor ``--allow-insecure-bind``.
+    """
+    if not is_loopback(settings.host) and not settings.token and not settings.allow_insecure_bind:
+        raise ServerError(f"--host {settings.host} would let anyone on the network use this server: pass "
+                          "--token SECRET (clients then send ?token=SECRET), or --allow-insecure-bind to do it "
+                          "without one")
+
+
+class ProtocolError(Exception):
+    """A client broke the protocol: report ``message`` and close with ``code``."""
+
+    def __init__(self, message: str, code: int = POLICY) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# Config keys the protocol itself handles; any other key must be an option of the engine (see
+# _engine_options), so options the engine gains later (decoders, endpointing) work without a change here.
+PROTOCOL_KEYS = {"type", "sample_rate", "format", "channels", "chunk_ms", "left_ms", "right_ms"}
+# Engine options only the server sets: memory use, and paths on the server's disk.
+SERVER_OWNED = {"self", "model", "config", "keep_audio", "keep_phonemes", "model_dir"}
+
+
+def _engine_options() -> tuple[set[str], set[str]]:
+    """Options of ``Recognizer.stream(...)`` (per stream) and the other fields of ``Recognizer`` a client
+    may set, read from their signatures."""
+    stream = {n for n in inspect.signature(Recognizer.stream).parameters if n not in SERVER_OWNED}
+    rec = {f.name for f in dataclasses.fields(Recognizer) if f.name not in SERVER_OWNED | stream}
+    return rec, stream
+
+
+def _client_value(key: str, value: Any, limits: Limits) -> Any:
+    """Check an engine option from a client; convert JSON to what the engine takes."""
+    if key == "lm" and value not in (None, "none", "auto"):
+        raise ProtocolError('lm may only be "auto" (the LM the server has beside its model) or "none"')
+    if key == "beam" and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limits.max_beam):
+        raise ProtocolError(f"beam must be an integer from 1 to {limits.max_beam}, got {value!r}")
+    if key == "endpoint" and isinstance(value, dict):
+        from .endpoint import EndpointConfig
+
+        try:
+            return EndpointConfig(**value)
+        except TypeError as err:
+            raise ProtocolError(f"bad endpoint rules: {err}") from None
+    return value
+
+
+@dataclass
+class StreamSpec:
+    """A client's validated config message."""
+
+    sample_rate: int
+    dtype: np.dtype
+    channels: int
+    recognizer: Recognizer
+    stream_options: dict[str, Any]
+
+
+class App:
+    """The ASGI application and the state it shares across connections."""
+
+    def __init__(self, recognizer: Recognizer, settings: ServerSettings | None = None) -> None:
+        self.recognizer = recognizer  # the server's defaults; each stream may override some options
+        self.model: CTCModel = recognizer.model
+        self.settings = settings or ServerSettings()
+        self.limits = self.settings.limits
+        self.default: StreamConfig = recognizer.config  # type: ignore[assignment]
+        self.scheduler = BatchScheduler(self.model, self.settings.max_batch, self.settings.max_wait_ms / 1000)
+        self.active = 0  # open live streams (connections past the stream-limit check)
+        self.started = time.time()
+        self.rejected_busy = 0
+        with contextlib.suppress(Exception):  # load a beam-search LM now, not on the event loop later
+            recognizer.decoder_config(decoder="beam")
+        routes = [
+            Route("/", self.index),
+            Route("/favicon.ico", lambda request: Response(status_code=204)),
+            Route("/health", self.health),
+            Route("/transcribe", self.transcribe, methods=["POST"]),
+            WebSocketRoute("/ws", self.live),
+            Mount("/static", StaticFiles(directory=WEB_DIR), name="static"),
+        ]
+        self.asgi = Starlette(routes=routes, lifespan=self._lifespan)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app):
+        self.scheduler.start()
+        try:
+            yield
+        finally:
+            self.scheduler.stop()
+
+    async def __call__(self, scope, receive, send) -> None:
+        await self.asgi(scope, receive, send)
+
+    # -- access --------------------------------------------------------------------------------------
+
+    def _authorized(self, conn: Request | WebSocket) -> bool:
+        token = self.settings.token
+        if not token:
+            return True
+        given = conn.query_params.get("token") or ""
+        auth = conn.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            given = given or auth[7:].strip()
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    def _origin_ok(self, conn: Request | WebSocket) -> bool:
+        """Browsers send Origin on WebSocket connections and are not stopped by CORS there: accept only
+        pages served by this server (or listed with --allow-origin), so another site cannot use it."""
+        origin = conn.headers.get("origin")
+        if not origin or origin in self.settings.allow_origins:
+            return True
+        return urlsplit(origin).netloc == conn.headers.get("host")
+
+    # -- HTTP ----------------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return FileResponse(WEB_DIR / "index.html")
+
+    async def health(self, request: Request) -> Response:
+        cfg = self.default
+        return JSONResponse({
+            "status": "ok" if self.scheduler.alive else "worker stopped",
+            "model": self.model.description, "sample_rate": self.model.sample_rate,
+            "chunk_ms": cfg.chunk_ms, "left_ms": cfg.left_ms, "right_ms": cfg.right_ms,
+            "streams": self.active, "scheduler_sessions": self.scheduler.sessions,
+            "batches": self.scheduler.batches, "windows": self.scheduler.windows,
+            "largest_batch": self.scheduler.largest_batch, "model_busy_s": round(self.scheduler.busy_s, 3),
+            "rejected_busy": self.rejected_busy, "uptime_s": round(time.time() - self.started, 1),
+            "limits": asdict(self.limits), "token_required": bool(self.settings.token),
+        }, status_code=200 if self.scheduler.alive else 503)
+
+    async def transcribe(self, request: Request) -> Response:
+        """``POST /transcribe``: an audio file (raw body, or multipart field ``file``) -> phonemes JSON.
+
+        ``?mode=stream`` (default) runs it through the live engine, batched fairly with the live streams;
+        ``?mode=offline`` decodes the whole file at once (the offline reference, one long model call).
+        """
+        if not self._authorized(request):
+            return JSONResponse({"type": "error", "message": "missing or wrong token"}, status_code=401)
+        mode = request.query_params.get("mode", "stream")
+        if mode not in ("stream", "offline"):
+            return _bad(f"unknown mode {mode!r}; use stream or offline")
+        try:
+            data = await self._read_upload(request)
+            audio = await asyncio.to_thread(decode_audio_bytes, data, self.model.sample_rate)
+        except ProtocolError as err:
+            return _bad(str(err), 413 if err.code == TOO_BIG else 400)
+        except AudioError as err:
+            return _bad(str(err))
+        seconds = len(audio) / self.model.sample_rate
+        if seconds > self.limits.max_stream_s:
+            return _bad(f"audio of {seconds:.1f} s exceeds the server's limit of {self.limits.max_stream_s:g} s", 413)
+        if mode == "offline" and seconds > OFFLINE_UPLOAD_MAX_S:
+            # one offline pass holds the shared model worker: keep it short, or the live streams stall
+            return _bad(f"mode=offline takes at most {OFFLINE_UPLOAD_MAX_S:g} s of audio; use mode=stream", 413)
+        if mode == "offline":
+            t0 = time.perf_counter()
+            phonemes = await self.scheduler.run_job(lambda: self.recognizer.transcribe(audio))
+            compute = time.perf_counter() - t0
+            summary = {"mode": "offline", "model": self.model.description, "audio_s": round(seconds, 3),
+                       "compute_s": round(compute, 3), "phonemes": len(phonemes),
+                       "phoneme_string": " ".join(p.phoneme for p in phonemes)}
+            return JSONResponse({"phonemes": [p.to_dict() for p in phonemes], "summary": summary})
+        outbox: asyncio.Queue = asyncio.Queue()
+        session = self.scheduler.open(self.recognizer.stream(partials=False), outbox)
+        try:
+            self.scheduler.feed(session, audio)
+            self.scheduler.end(session)
+            phonemes, summary = [], None
+            while not isinstance(item := await outbox.get(), Close):
+                event = json.loads(item)
+                if event["type"] == "phoneme":
+                    phonemes.append(event)
+                elif event["type"] == "summary":
+                    summary = event
+                elif event["type"] == "error":
+                    return JSONResponse(event, status_code=500)
+        finally:
+            self.scheduler.close(session)
+        return JSONResponse({"phonemes": phonemes, "summary": summary})
+
+    async def _read_upload(self, request: Request) -> bytes:
+        limit = self.limits.max_upload_bytes
+        too_big = ProtocolError(f"upload exceeds the server's limit of {limit} bytes", TOO_BIG)
+        if int(request.headers.get("content-length") or 0) > limit:
+            raise too_big
+        body = bytearray()
+        async for piece in request.stream():
+            body += piece
+            if len(body) > limit:
+                raise too_big
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            async def replay():
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+            form = await Request(request.scope, replay).form()
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise ProtocolError("multipart upload needs a file field named 'file'")
+            return await upload.read()
+        return bytes(body)
+
+    # -- WebSocket -----------------------------------------------------------------------------------
+
+    async def live(self, ws: WebSocket) -> None:
+        """One live stream, from handshake to close."""
+        if not self._authorized(ws) or not self._origin_ok(ws):
+            await ws.close(POLICY)  # before accept: the client sees HTTP 403
+            return
+        await ws.accept()
+        if self.active >= self.limits.max_streams:
+            self.rejected_busy += 1
+            await _send_error_and_close(ws, f"server busy: it already serves {self.limits.max_streams} streams "
+                                            "(its --max-streams); try again later", TRY_LATER)
+            return
+        self.active += 1
+        session: Session | None = None
+        outbox: asyncio.Queue = asyncio.Queue()
+        try:
+            await ws.send_text(_dumps(self._hello()))
+            spec = self._parse_config(await self._receive(ws, expect_config=True))
+            stream = spec.recognizer.stream(**spec.stream_options)
+            session = self.scheduler.open(stream, outbox)
+            cfg = spec.recognizer.config
+            await ws.send_text(_dumps({"type": "ready", "stream_id": session.id, "sample_rate": spec.sample_rate,
+                                           "model_sample_rate": self.model.sample_rate, "chunk_ms": cfg.chunk_ms,
+                                           "left_ms": cfg.left_ms, "right_ms": cfg.right_ms}))
+            sender = asyncio.create_task(_pump(ws, outbox))
+            receiver = asyncio.create_task(self._receive_audio(ws, spec, session, outbox))
+            await sender  # ends after the summary, an error, or a disconnect
+            receiver.cancel()
+            await asyncio.gather(receiver, return_exceptions=True)
+        except ProtocolError as err:
+            await _send_error_and_close(ws, str(err), err.code)
+        except (WebSocketDisconnect, ConnectionError):
+            pass
+        finally:
+            self.scheduler.close(session)
+            self.active -= 1
+
+    def _hello(self) -> dict[str, Any]:
+        cfg = self.default
+        return {"type": "hello", "sample_rate": self.model.sample_rate, "formats": list(PCM_FORMATS),
+                "chunk_ms": cfg.chunk_ms, "left_ms": cfg.left_ms, "right_ms": cfg.right_ms,
+                "model": self.model.description, "limits": asdict(self.limits)}
+
+    async def _receive(self, ws: WebSocket, expect_config: bool = False) -> dict[str, Any] | bytes:
+        """The next message: parsed JSON object or bytes. Raises ProtocolError / WebSocketDisconnect."""
+        try:
+            message = await asyncio.wait_for(ws.receive(), self.limits.idle_timeout_s)
+        except asyncio.TimeoutError:
+            raise ProtocolError(f"idle for {self.limits.idle_timeout_s:g} s (the server's --idle-timeout-s)") from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        if message.get("bytes") is not None:
+            data = message["bytes"]
+            if expect_config:
+                raise ProtocolError("audio before config: send the JSON config message first")
+            if len(data) > self.limits.max_message_bytes:
+                raise ProtocolError(f"binary frame of {len(data)} bytes exceeds the server's limit of "
+                                    f"{self.limits.max_message_bytes} (--max-message-bytes)", TOO_BIG)
+            return data
+        text = message.get("text") or ""
+        if len(text.encode()) > self.limits.max_message_bytes:
+            raise ProtocolError(f"text message exceeds the server's limit of {self.limits.max_message_bytes} bytes",
+                                TOO_BIG)
+        try:
+            obj = json.loads(text)
+        except ValueError:
+            raise ProtocolError(f"bad JSON in text message: {text[:80]!r}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            raise ProtocolError('a text message must be a JSON object with a "type"')
+        if expect_config and obj["type"] != "config":
+            raise ProtocolError(f'expected a "config" message first, got {obj["type"]!r}')
+        return obj
+
+    def _parse_config(self, msg: dict[str, Any]) -> StreamSpec:
+        rec_keys, stream_keys = _engine_options()
+        unknown = sorted(set(msg) - PROTOCOL_KEYS - rec_keys - stream_keys)
+        if unknown:
+            raise ProtocolError(f"unknown config key(s): {', '.join(unknown)}")
+        rate = msg.get("sample_rate", self.model.sample_rate)
+        if not isinstance(rate, int) or isinstance(rate, bool) or not 4000 <= rate <= 192000:
+            raise ProtocolError(f"sample_rate must be an integer from 4000 to 192000, got {rate!r}")
+        fmt = msg.get("format", "s16le")
+        if fmt not in PCM_FORMATS:
+            raise ProtocolError(f"unknown sample format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
+        channels = msg.get("channels", 1)
+        if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
+            raise ProtocolError(f"channels must be an integer from 1 to 8, got {channels!r}")
+        sizes = {}
+        for key in ("chunk_ms", "left_ms", "right_ms"):
+            value = msg.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ProtocolError(f"{key} must be an integer, got {value!r}")
+            sizes[key] = getattr(self.default, key) if value is None else value
+        if sizes["chunk_ms"] < self.limits.min_chunk_ms:
+            raise ProtocolError(f"chunk_ms={sizes['chunk_ms']} is below the server's minimum of "
+                                f"{self.limits.min_chunk_ms}")
+        if sum(sizes.values()) > self.limits.max_window_ms:
+            raise ProtocolError(f"chunk_ms + left_ms + right_ms = {sum(sizes.values())} exceeds the server's "
+                                f"limit of {self.limits.max_window_ms}")
+        options = {k: _client_value(k, v, self.limits) for k, v in msg.items() if k in rec_keys | stream_keys}
+        try:
+            recognizer = dataclasses.replace(
+                self.recognizer, config=StreamConfig(sizes["chunk_ms"], sizes["left_ms"], sizes["right_ms"]),
+                **{k: v for k, v in options.items() if k in rec_keys})
+            stream_options = {k: v for k, v in options.items() if k in stream_keys}
+            recognizer.stream(**stream_options)  # check the options now, with a clear message
+        except (ConfigError, ValueError, TypeError) as err:
+            raise ProtocolError(f"bad config: {str(err).replace('--', '').replace('-ms', '_ms')}") from None
+        return StreamSpec(rate, PCM_FORMATS[fmt], channels, recognizer, stream_options)
+
+    async def _receive_audio(self, ws: WebSocket, spec: StreamSpec, session: Session, outbox: asyncio.Queue) -> None:
+        """Read audio frames into the scheduler until the end message; errors go to the outbox."""
+        convert = StreamResampler(spec.sample_rate, self.model.sample_rate)
+        frame_bytes = spec.dtype.itemsize * spec.channels
+        max_samples = int(self.limits.max_stream_s * spec.sample_rate)
+        streamer = session.stream.streamer
+        max_backlog = max(int(self.limits.max_backlog_s * self.model.sample_rate),
+                          2 * (streamer.chunk + streamer.left + streamer.right))
+        received = 0
+        try:
+            while True:
+                message = await self._receive(ws)
+                if isinstance(message, dict):
+                    if message["type"] == "end":
+                        self.scheduler.feed(session, convert(np.zeros(0, np.float32), last=True))
+                        self.scheduler.end(session)
+                        return
+                    if message["type"] == "config":
+                        raise ProtocolError("config already sent: one config message per stream")
+                    raise ProtocolError(f"unexpected message type {message['type']!r}; expected audio or end")
+                if len(message) % frame_bytes:
+                    raise ProtocolError(f"binary frame of {len(message)} bytes is not a whole number of "
+                                        f"{spec.channels}-channel {spec.dtype.itemsize * 8}-bit samples")
+                received += len(message) // frame_bytes
+                if received > max_samples:
+                    raise ProtocolError(f"stream exceeds the server's limit of {self.limits.max_stream_s:g} s of "
+                                        "audio (--max-stream-s)", TOO_BIG)
+                samples = np.frombuffer(message, dtype=spec.dtype).astype(np.float32)
+                if spec.dtype.kind == "i":
+                    samples /= 32768.0
+                if spec.channels > 1:
+                    samples = samples.reshape(-1, spec.channels)
+                self.scheduler.feed(session, convert(samples))
+                while session.unprocessed > max_backlog and not session._closed:
+                    # backpressure: stop reading this socket until the model catches up
+                    await self.scheduler.wait_progress(session, 1.0)
+        except ProtocolError as err:
+            self.scheduler.close(session)
+            outbox.put_nowait(error_json(str(err)))
+            outbox.put_nowait(Close(err.code))
+        except (WebSocketDisconnect, ConnectionError, RuntimeError):
+            self.scheduler.close(session)  # the client went away: free its state now
+            outbox.put_nowait(Close(None))
+
+
+async def _pump(ws: WebSocket, outbox: asyncio.Queue) -> None:
+    """Send the outbox's JSON events until a Close (the only task that sends after the handshake)."""
+    while True:
+        item = await outbox.get()
+        try:
+            if isinstance(item, Close):
+                if item.code is not None:
+                    await ws.close(item.code, item.reason)
+                return
+            await ws.send_text(item)
+        except (WebSocketDisconnect, ConnectionError, RuntimeError):
+            return
+
+
+async def _send_error_and_close(ws: WebSocket, message: str, code: int) -> None:
+    try:
+        await ws.send_text(error_json(message))
+        await ws.close(code)
+    except (WebSocketDisconnect, ConnectionError, RuntimeError):
+        pass
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    """Compact JSON, as the events are (phonestream.events.to_json)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _bad(message: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"type": "error", "message": message}, status_code=status)
+
+
+def decode_audio_bytes(data: bytes, sample_rate: int) -> np.ndarray:
+    """A whole audio file in memory (WAV, FLAC, OGG...) as mono float32 at ``sample_rate``.
+
+    Raises:
+        AudioError: empty, corrupt or unsupported data.
+    """
+    import soundfile as sf
+
+    if not data:
+        raise AudioError("the upload is empty")
+    try:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"cannot decode the uploaded audio: {str(err).splitlines()[0]}") from None
+    if samples.shape[0] == 0:
+        raise AudioError("the uploaded audio has no samples")
+    return resample(to_mono(samples), rate, sample_rate)
+
+
+def uvicorn_server(app: App, log_level: str = "info"):
+    """A ``uvicorn.Server`` for the app with its settings (``.run()`` serves until stopped).
+
+    Raises:
+        ServerError: the bind is not allowed (see :func:`check_bind`).
+    """
+    import uvicorn
+
+    settings = app.settings
+    check_bind(settings)
+    return uvicorn.Server(uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
+        ws_max_size=uvicorn_ws_max_size(settings.limits), ws_ping_interval=20, ws_ping_timeout=20,
+        timeout_graceful_shutdown=5))
+
+
+def uvicorn_ws_max_size(limits: Limits) -> int:
+    """Frames up to 4x the message limit reach the app, which answers them with an error event; larger
+    ones are cut off by the WebSocket layer itself (close 1009) before they are buffered."""
+    return 4 * limits.max_message_bytes + 4096
+
+
+__all__ = ["App", "Limits", "ServerError", "ServerSettings", "check_bind", "decode_audio_bytes", "uvicorn_server"]

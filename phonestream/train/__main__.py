@@ -1,0 +1,161 @@
+"""``python -m phonestream.train`` -- the default model's recipe, and head fitting on your own encoder.
+
+Default model (Whisper tiny.en encoder, frozen), every stage resumable::
+
+    python -m phonestream.train all --work /work/data-work          # data, cache, fit, export
+    python -m phonestream.train data --work W                       # synthesise speech (synth.py)
+    python -m phonestream.train cache --work W [--copies 2]         # streamed, augmented states
+    python -m phonestream.train fit --work W --run conv-256-5-1-s0 --head conv-256-5-1 --minutes 30
+    python -m phonestream.train eval --work W --run conv-256-5-1-s0 [--full]
+    python -m phonestream.train export --work W --run conv-256-5-1-s0 --out phonestream/default_model
+
+Your own frozen Hugging Face encoder (folder), a vocabulary file and a TSV manifest (``audio``,
+``phones`` columns; paths relative to the manifest)::
+
+    python -m phonestream.train custom --backbone ENC_DIR --vocab vocab.txt --manifest train.tsv \
+        --out my_model [--head conv|linear] [--minutes 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_WORK = Path("/work/data-work")
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
+#: (chunk, left, right) ms scored while training; the first is the default model's setting.
+EVAL_CONFIGS = [(960, 1280, 320), (640, 1280, 320), (480, 960, 240)]
+DEFAULT_STREAMING = (960, 1280, 320)
+
+
+def _head_spec(kind: str) -> dict:
+    if kind == "linear":
+        return {"type": "linear"}
+    if kind.startswith("conv"):
+        # conv, conv-HIDDEN-KERNEL-LAYERS
+        parts = kind.split("-")[1:]
+        hidden, kernel, layers = (int(p) for p in parts) if parts else (256, 5, 2)
+        return {"type": "conv", "hidden": hidden, "kernel": kernel, "layers": layers}
+    raise SystemExit(f"unknown head {kind!r}")
+
+
+def _eval_sets(work: Path, full: bool, configs):
+    from ..models.whisper import WhisperBackbone
+    from .evaluate import eval_states, fraser_items, fsdd_items
+
+    bb = WhisperBackbone(threads=1)
+    cache = work / "eval-cache"
+    sets = {}
+    fr = ("fraser", fraser_items(limit=None)) if full else ("fraser150", fraser_items())
+    for name, items in (fr, ("fsddtest", fsdd_items())):
+        for cfg in configs:
+            sets[(name, cfg)] = eval_states(bb, name, items, cfg, cache)
+    return sets
+
+
+def _scorer(sets, symbols):
+    from .evaluate import config_name, per
+
+    def score(head):
+        out = {f"{n}:{config_name(c)}": round(per(d, head, symbols), 2) for (n, c), d in sets.items()}
+        first = next(k for k in out if k.startswith("fraser"))
+        out["score"] = out[first]
+        return out
+
+    return score
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m phonestream.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("stage", choices=["all", "data", "cache", "fit", "eval", "export", "custom"])
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="working folder for audio, caches, runs")
+    p.add_argument("--run", default="conv-256-5-1-2copies-s0", help="name of the training run (folder under WORK/runs)")
+    p.add_argument("--head", default="conv-256-5-1",
+                   help="linear | conv (256 hidden, kernel 5, 2 layers) | conv-HIDDEN-KERNEL-LAYERS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--rounds", type=int, default=1, help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)")
+    p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--backbone", help="custom: Hugging Face encoder folder")
+    p.add_argument("--vocab", type=Path, help="custom: vocabulary file, one symbol per line")
+    p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
+    args = p.parse_args(argv)
+
+    from . import pipeline
+    from .phones import SYMBOLS
+
+    work = args.work
+    log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
+    symbols = list(SYMBOLS)
+
+    if args.stage == "custom":
+        from .custom import fit_custom
+
+        if not (args.backbone and args.vocab and args.manifest and args.out):
+            raise SystemExit("custom needs --backbone, --vocab, --manifest and --out")
+        fit_custom(args.backbone, args.vocab, args.manifest, args.out, work, _head_spec(args.head),
+                   minutes=args.minutes, seed=args.seed, log=log)
+        return 0
+
+    if args.stage in ("all", "data"):
+        manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
+        log(f"synthetic manifest: {manifest}")
+    if args.stage in ("all", "cache"):
+        from .states import read_manifest
+
+        synth = read_manifest(work / "synth" / "manifest.tsv")
+        by_round: dict[str, list] = {}
+        for it in synth:  # one set of shards per synthesis round, so later rounds add shards
+            head = it.uid.split("-", 1)[0]
+            by_round.setdefault(head if head[:1] == "r" and head[1:].isdigit() else "r1", []).append(it)
+        for rnd, items in sorted(by_round.items()):
+            if int(rnd[1:]) > args.rounds:
+                continue
+            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=args.copies, workers=args.workers)
+        pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=args.copies, workers=args.workers)
+    if args.stage in ("all", "fit"):
+        from .trainer import TrainConfig, load_states, train_head
+
+        shards = sorted((work / "cache").glob("*.npz"))
+        shards = [s for s in shards if ".tmp." not in s.name]
+        data = load_states(shards)
+        log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {int(data.frames.sum()) / 180000:.2f} h")
+        sets = _eval_sets(work, False, [*EVAL_CONFIGS, None])
+        cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
+                          seed=args.seed, threads=args.threads)
+        train_head(data, symbols, work / "runs" / args.run, cfg, 384, _scorer(sets, symbols), log)
+    if args.stage == "eval":
+        import torch
+
+        from ..models.backbone import build_head
+
+        saved = torch.load(work / "runs" / args.run / "best.pt", weights_only=False)
+        head = build_head(saved["config"]["head"], 384, len(symbols))
+        head.load_state_dict(saved["head"])
+        head.eval()
+        configs = [(960, 1280, 320), (640, 1280, 320), (640, 1920, 320), (480, 960, 240), (320, 960, 160),
+                   (640, 960, 80), None]
+        res = _scorer(_eval_sets(work, args.full, configs), symbols)(head)
+        log(json.dumps(res))
+    if args.stage in ("all", "export"):
+        from ..models.base import StreamingDefaults
+
+        best = work / "runs" / args.run / "best.pt"
+        out = args.out or DEFAULT_OUT
+        c, l, r = DEFAULT_STREAMING
+        pipeline.export_model(best, out, StreamingDefaults(c, l, r))
+        log(f"exported {best} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

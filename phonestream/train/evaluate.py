@@ -1,0 +1,103 @@
+"""Quick real-speech PER of a head while training: cached states of evaluation sets, greedy CTC decoding.
+
+States are cached per (set, streaming configuration) once, exactly as the streamer computes them (see
+:mod:`.states`), so scoring a head takes seconds. PER uses 39-class folding (AO->AA, ZH->SH) and the
+project's own edit distance. The final model-card figures come from ``phonestream eval`` instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..metrics import EditCounts, edit_counts
+from ..phones import fold_timit39
+from .states import Item, cache_shard
+from .trainer import States, batch_logits, head_radius, load_states, make_batch
+
+#: The project's shared real-speech sets: ``../shared/data`` beside the repository, or $PHONESTREAM_SHARED_DATA.
+SHARED = Path(os.environ.get("PHONESTREAM_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+
+
+def fraser_items(root: Path = SHARED / "fraser_arctic", limit: int | None = 150, seed: int = 0) -> list[Item]:
+    items = []
+    with (root / "manifest.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            if row["phones_cmu"].strip():
+                items.append(Item(row["id"], str(root / row["audio"]), row["phones_cmu"].strip(), "fraser"))
+    if limit and limit < len(items):
+        items = sorted(random.Random(seed).sample(items, limit), key=lambda i: i.uid)
+    return items
+
+
+def fsdd_items(root: Path = SHARED / "fsdd", split: str = "test") -> list[Item]:
+    items = []
+    with (root / "manifest.tsv").open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            index = int(row["id"].rsplit("_", 1)[1])
+            if (index < 5) == (split == "test") and row["phones_cmu"].strip():
+                items.append(Item(row["id"], str(root / row["audio"]), row["phones_cmu"].strip(), "fsdd"))
+    return items
+
+
+def config_name(cfg) -> str:
+    return "offline" if cfg is None else "%d-%d-%d" % cfg
+
+
+def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path) -> States:
+    out = cache_dir / f"{name}-{config_name(cfg)}.npz"
+    cache_shard(backbone, items, out, seed=0, augment_audio=False, configs=[cfg] if cfg else None,
+                offline_fraction=1.0 if cfg is None else 0.0, log_every=0)
+    return load_states([out])
+
+
+def decode(data: States, head: torch.nn.Module, symbols: list[str], batch: int = 32) -> list[list[str]]:
+    """Greedy CTC output of ``head`` for every utterance of ``data``."""
+    vocab_index = {s: i for i, s in enumerate(symbols)}
+    hyps = []
+    with torch.inference_mode():
+        for b in range(0, len(data.ids), batch):
+            utts = list(range(b, min(b + batch, len(data.ids))))
+            x, mask, gather, lengths, _, _ = make_batch(data, utts, vocab_index, head_radius(head))
+            best = batch_logits(head, x, mask, gather).argmax(-1).numpy()
+            for row, n in zip(best, lengths.tolist()):
+                seq, prev = [], -1
+                for k in row[:n]:
+                    if k != prev and k != 0:
+                        seq.append(symbols[k])
+                    prev = k
+                hyps.append(seq)
+    return hyps
+
+
+def per(data: States, head, symbols: list[str]) -> float:
+    total = EditCounts(0, 0, 0, 0)
+    for ref, hyp in zip(data.phones, decode(data, head, symbols)):
+        total = total + edit_counts(fold_timit39(ref.split()), fold_timit39(hyp))
+    return 100.0 * total.rate
+
+
+def streaming_rtf(model, audio: np.ndarray, chunk_ms: int, left_ms: int, right_ms: int, repeats: int = 3) -> float:
+    """Single-stream real-time factor of ``model`` through the project's streamer at these sizes."""
+    import time
+
+    from ..streaming import StreamConfig, Streamer
+
+    model.warmup()
+    best = float("inf")
+    for _ in range(repeats):
+        s = Streamer(model, StreamConfig(chunk_ms, left_ms, right_ms))
+        step = chunk_ms * 16
+        t0 = time.perf_counter()
+        for a in range(0, len(audio), step):
+            s.push(audio[a : a + step])
+            s.step()
+        s.finish()
+        s.step()
+        best = min(best, (time.perf_counter() - t0) / (len(audio) / 16000))
+    return best

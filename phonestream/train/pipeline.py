@@ -1,0 +1,146 @@
+"""The recipe's stages, each resumable (a stage skips the work whose output already exists).
+
+    data   -> synthesise labelled speech (synth.py) into WORK/synth
+    cache  -> augmented, streamed encoder states of synth + FSDD train into WORK/cache (states.py)
+    fit    -> train the CTC head on them, scoring real speech as it goes (trainer.py, evaluate.py)
+    export -> write the model folder (phonestream.json, head.safetensors, vocab.txt, NOTICE)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.backbone import BackboneCTCModel, assemble, build_head, load_backbone
+from ..models.base import StreamingDefaults, Vocabulary
+from .phones import SYMBOLS
+from .states import Item, cache_shard, read_manifest
+
+from .evaluate import SHARED
+
+FRASER_MANIFEST = SHARED / "fraser_arctic" / "manifest.tsv"  # its sentences are kept out of synthesis
+FSDD_ROOT = SHARED / "fsdd"
+#: Synthesis rounds: utterances per engine; each round reads new sentences (ids prefixed r1-, r2-...).
+ROUNDS = [
+    {"espeak": 2200, "flite": 900, "festival": 750, "piper": 1000},
+    {"espeak": 1200, "flite": 500, "festival": 400, "piper": 1400},
+]
+NOTICE_DIR = Path(__file__).resolve().parent / "notice"
+
+
+def log_to(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        line = f"{time.strftime('%H:%M:%S')} {msg}"
+        print(line, flush=True)
+        with path.open("a") as fh:
+            fh.write(line + "\n")
+
+    return log
+
+
+# ---- data ------------------------------------------------------------------------------------------
+
+
+def stage_data(work: Path, rounds: int = len(ROUNDS), exclude: list[Path] | None = None,
+               workers: int = 2, seed: int = 0) -> Path:
+    """Synthesise the first ``rounds`` rounds into WORK/synth (resumable: done ids are skipped)."""
+    from .synth import make_jobs, synthesise
+    from .text import load_sentences
+
+    sentences = load_sentences(exclude if exclude is not None else [FRASER_MANIFEST], seed=seed)
+    jobs, offset = [], 0
+    for r, counts in enumerate(ROUNDS[:rounds]):
+        jobs += make_jobs(sentences, counts, seed=seed + r, offset=offset, prefix="" if r == 0 else f"r{r + 1}-")
+        offset += sum(counts.values())
+    return synthesise(jobs, work / "synth", workers=workers)
+
+
+def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
+    from .evaluate import fsdd_items
+
+    return fsdd_items(root, split="train") if (root / "manifest.tsv").exists() else []
+
+
+# ---- cache -----------------------------------------------------------------------------------------
+
+
+def _cache_worker(args) -> str:
+    backbone_spec, items, out, seed, augment_audio, threads = args
+    spec = dict(backbone_spec)
+    if spec.get("type") == "whisper-tiny.en-ct2":
+        spec["threads"] = threads
+    else:
+        torch.set_num_threads(threads)
+    backbone = load_backbone(spec)
+    cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio)
+    return out
+
+
+def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
+                backbone_spec: dict | None = None, augment_audio: bool = True) -> list[Path]:
+    """Cache ``copies`` differently augmented, differently streamed passes over ``items``."""
+    backbone_spec = backbone_spec or {"type": "whisper-tiny.en-ct2"}
+    cache = work / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    jobs, outs = [], []
+    for c in range(copies):
+        rng = np.random.default_rng(1000 + c)
+        order = rng.permutation(len(items))
+        for w in range(workers):
+            part = [items[i] for i in order[w::workers]]
+            out = cache / f"{tag}-copy{c}-part{w}of{workers}.npz"
+            outs.append(out)
+            if not out.exists():
+                jobs.append((backbone_spec, part, str(out), 7919 * c + w, augment_audio, 1))
+    if jobs:
+        with get_context("spawn").Pool(workers) as pool:
+            for out in pool.imap_unordered(_cache_worker, jobs):
+                print(f"cached {out}", flush=True)
+    return outs
+
+
+# ---- export ----------------------------------------------------------------------------------------
+
+
+def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
+                 backbone_spec: dict | None = None, symbols: list[str] | None = None,
+                 extra_meta: dict | None = None, dim: int = 384) -> Path:
+    """Write the loadable model folder from a trained head checkpoint."""
+    saved = torch.load(head_ckpt, weights_only=False)
+    spec = saved["config"]["head"]
+    symbols = symbols or list(SYMBOLS)
+    backbone_spec = backbone_spec or {"type": "whisper-tiny.en-ct2"}
+    head = build_head(spec, dim, len(symbols))
+    head.load_state_dict(saved["head"])
+    head = head.eval()
+
+    class _Spec:  # the backbone's config without loading it again
+        def __init__(self, cfg, dim):
+            self._cfg, self.dim = cfg, dim
+            self.sample_rate, self.frame_stride, self.max_window_s, self.description = 16000, 320, 30.0, ""
+
+        def config(self):
+            return self._cfg
+
+    vocab = Vocabulary(tuple(symbols), 0)
+    model = BackboneCTCModel(_Spec(backbone_spec, dim), head, vocab, spec, streaming)  # type: ignore[arg-type]
+    if out_dir.exists():
+        for f in ("phonestream.json", "head.safetensors", "vocab.txt"):
+            (out_dir / f).unlink(missing_ok=True)
+    model.save(out_dir)
+    if backbone_spec["type"] == "whisper-tiny.en-ct2" and NOTICE_DIR.exists():
+        for f in NOTICE_DIR.iterdir():
+            shutil.copy(f, out_dir / f.name)
+    if extra_meta:
+        meta = json.loads((out_dir / "phonestream.json").read_text())
+        meta["training"] = extra_meta
+        (out_dir / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out_dir

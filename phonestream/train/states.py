@@ -1,0 +1,162 @@
+"""Encoder states computed exactly as the streamer computes them, cached for head training.
+
+For each training utterance a streaming configuration (chunk / left / right context) is drawn, the
+project's own :class:`~phonestream.streaming.Streamer` cuts the (augmented) audio into its windows, the
+backbone encodes every window, and for every window we keep the states of its final ("kept") frames plus
+``margin`` frames either side -- zero outside the window, with a mask -- so that a convolutional head
+whose receptive field radius is at most ``margin`` sees in training exactly what it sees in the
+streamer. Some utterances are cached as one whole-utterance window (offline), so offline use is
+trained too.
+
+Cache layout (one ``.npz`` shard per worker): ``states`` float16 [N, dim] (all segments concatenated),
+``seg_utt``/``seg_start``/``seg_len``/``seg_lo``/``seg_hi``/``seg_kept`` per segment (utterance index,
+offset into ``states``, length, valid range inside the segment, kept frame count starting at
+``margin``), and per utterance ``ids``/``phones`` (space separated) and ``config``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ..models.base import CTCModel, StreamingDefaults, Vocabulary
+from ..streaming import StreamConfig, Streamer
+from .augment import augment
+
+MARGIN = 8
+#: Streaming configurations drawn for training (chunk, left, right) in ms; None = offline.
+TRAIN_CONFIGS: list[tuple[int, int, int] | None] = [
+    (c, l, r) for c in (320, 480, 640) for l in (640, 960, 1280, 1920) for r in (80, 160, 240, 320)
+]
+OFFLINE_FRACTION = 0.15
+
+
+class _StatesModel(CTCModel):
+    """Lets the Streamer cut windows for a backbone (only its geometry is used)."""
+
+    def __init__(self, backbone) -> None:
+        self.backbone = backbone
+        self.sample_rate = backbone.sample_rate
+        self.frame_stride = backbone.frame_stride
+        self.max_window_s = backbone.max_window_s
+        self.vocab = Vocabulary(("<blank>",), 0)
+        self.streaming_defaults = StreamingDefaults()
+
+    def num_frames(self, n_samples: int) -> int:
+        return self.backbone.num_frames(n_samples)
+
+    def log_probs_batch(self, windows):  # pragma: no cover - never called
+        raise NotImplementedError
+
+
+def stream_windows(backbone, audio: np.ndarray, config: tuple[int, int, int] | None):
+    """The streamer's windows for a whole utterance: list of (audio, first_frame, keep_from, keep_to)."""
+    if config is None:
+        n = backbone.num_frames(len(audio))
+        return [(audio, 0, 0, n)]
+    model = _StatesModel(backbone)
+    s = Streamer(model, StreamConfig(*config))
+    s.push(audio)
+    s.finish()
+    return [(w.audio, w.first_frame, w.keep_from, w.keep_to) for w in s.ready_windows()]
+
+
+def segments_for(backbone, audio: np.ndarray, config, margin: int = MARGIN):
+    """Kept-frame segments (with margins) of one utterance, as the streamer would compute them."""
+    wins = stream_windows(backbone, audio, config)
+    states = backbone.encode_batch([w[0] for w in wins])
+    out = []
+    for (_, first, k0, k1), st in zip(wins, states):
+        a, b = k0 - first, k1 - first
+        seg = np.zeros((b - a + 2 * margin, st.shape[1]), np.float32)
+        lo_src, hi_src = max(0, a - margin), min(len(st), b + margin)
+        seg[lo_src - (a - margin) : hi_src - (a - margin)] = st[lo_src:hi_src]
+        out.append((seg, lo_src - (a - margin), hi_src - (a - margin), b - a))
+    return out
+
+
+@dataclass
+class Item:
+    uid: str
+    path: str
+    phones: str
+    source: str
+
+
+def read_manifest(path: Path, phones_col: str = "phones", source: str | None = None) -> list[Item]:
+    items = []
+    base = path.parent
+    with path.open(encoding="utf-8") as fh:
+        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
+            ph = (row.get(phones_col) or "").strip()
+            if not ph:
+                continue
+            audio = Path(row["audio"])
+            items.append(Item(row.get("id") or f"row{len(items)}-{audio.stem}",
+                              str(audio if audio.is_absolute() else base / audio), ph,
+                              source or row.get("source", path.parent.name)))
+    return items
+
+
+def load_audio(path: str, sr: int = 16000) -> np.ndarray:
+    x, file_sr = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    if file_sr != sr:
+        x = soxr.resample(x, file_sr, sr)
+    return x.astype(np.float32)
+
+
+def cache_shard(backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,
+                configs=None, offline_fraction: float = OFFLINE_FRACTION, margin: int = MARGIN,
+                log_every: int = 200) -> None:
+    """Encode ``items`` (augmented, streamed) and write one shard; skipped if the shard exists."""
+    if out.exists():
+        return
+    configs = configs or TRAIN_CONFIGS
+    rng = np.random.default_rng(seed)
+    babble: list[np.ndarray] = []
+    segs, meta = [], {k: [] for k in ("seg_utt", "seg_lo", "seg_hi", "seg_kept", "seg_len")}
+    ids, phones, cfgs = [], [], []
+    t0 = time.time()
+    audio_s = 0.0
+    for i, it in enumerate(items):
+        x = load_audio(it.path)
+        if augment_audio:
+            y = augment(x, rng, babble or None)
+            if len(babble) < 64:
+                babble.append(x)
+            elif rng.random() < 0.05:
+                babble[rng.integers(len(babble))] = x
+            x = y
+        if len(x) < 1600:
+            continue
+        cfg = None if rng.random() < offline_fraction else configs[rng.integers(len(configs))]
+        u = len(ids)
+        for seg, lo, hi, kept in segments_for(backbone, x, cfg, margin):
+            segs.append(seg.astype(np.float16))
+            meta["seg_utt"].append(u)
+            meta["seg_lo"].append(lo)
+            meta["seg_hi"].append(hi)
+            meta["seg_kept"].append(kept)
+            meta["seg_len"].append(len(seg))
+        ids.append(it.uid)
+        phones.append(it.phones)
+        cfgs.append("offline" if cfg is None else "%d/%d/%d" % cfg)
+        audio_s += len(x) / 16000
+        if log_every and (i + 1) % log_every == 0:
+            print(f"{out.name}: {i + 1}/{len(items)} utterances, {audio_s / 3600:.2f} h, "
+                  f"RTF {(time.time() - t0) / audio_s:.3f}", flush=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    lens = np.array(meta["seg_len"], np.int64)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, states=np.concatenate(segs), seg_start=np.concatenate([[0], np.cumsum(lens)[:-1]]),
+             **{k: np.array(v, np.int32) for k, v in meta.items()}, ids=np.array(ids), phones=np.array(phones),
+             config=np.array(cfgs), margin=np.array(margin))
+    tmp.rename(out)

@@ -1,0 +1,116 @@
+"""The shipped default model loads without a network and hears real speech (no training here).
+
+Threshold: the shipped sample (LJ Speech LJ001-0001, public domain, one female reader) is scored against
+the CMU dictionary phones of its text, 39-class folded. The model scores about 25-30% PER on read
+speech (fraser_arctic, MODEL_CARD.md); a random or broken head scores near 100%, and a head that only
+confuses similar vowels still stays below 45%. 45% leaves room for the dictionary-versus-speaker
+pronunciation mismatch on one 10 s utterance while failing anything that does not really recognise.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from phonestream.metrics import edit_counts
+from phonestream.models import DEFAULT_MODEL_DIR, load_model
+from phonestream.phones import fold_timit39
+from phonestream.streaming import StreamConfig, Streamer
+
+SAMPLE = Path(__file__).resolve().parent.parent / "phonestream" / "samples" / "LJ001-0001.flac"
+TEXT = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
+        "the arts and crafts represented in the Exhibition")
+ARPABET = ("AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z "
+           "ZH").split()
+# CMU dictionary phones of TEXT (stress removed)
+REF = ("P R IH N T IH NG IH N DH AH OW N L IY S EH N S W IH DH W IH CH W IY AA R AE T P R EH Z AH N T K AH N "
+       "S ER N D D IH F ER Z F R AH M M OW S T IH F N AA T F R AH M AO L DH AH AA R T S AH N D K R AE F T S R EH "
+       "P R IH Z EH N T IH D IH N DH AH EH K S AH B IH SH AH N").split()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def sample():
+    if not SAMPLE.exists():
+        pytest.skip(f"sample recording missing: {SAMPLE}")
+    audio, sr = sf.read(str(SAMPLE), dtype="float32")
+    return soxr.resample(audio, sr, 16000).astype(np.float32)
+
+
+def greedy(log_probs: np.ndarray, symbols) -> list[str]:
+    out, prev = [], -1
+    for k in log_probs.argmax(-1):
+        if k != prev and k != 0:
+            out.append(symbols[k])
+        prev = k
+    return out
+
+
+def per(hyp: list[str]) -> float:
+    return edit_counts(fold_timit39(REF), fold_timit39(hyp)).rate
+
+
+def test_shipped_folder_is_complete_and_small():
+    names = {p.name for p in DEFAULT_MODEL_DIR.iterdir()}
+    assert {"phonestream.json", "head.safetensors", "vocab.txt", "NOTICE"} <= names
+    size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file())
+    assert size < 40 * 2**20
+    meta = json.loads((DEFAULT_MODEL_DIR / "phonestream.json").read_text())
+    assert meta["backbone"]["type"] == "whisper-tiny.en-ct2"
+    s = meta["streaming"]
+    assert s["right_ms"] <= 320 and all(v % 20 == 0 for v in s.values())
+    assert "MIT License" in (DEFAULT_MODEL_DIR / "NOTICE").read_text()
+
+
+def test_vocabulary_is_arpabet_with_blank_first(model):
+    assert model.vocab.symbols[0] == "<blank>" and model.vocab.blank_id == 0
+    assert list(model.vocab.symbols[1:]) == ARPABET
+    assert model.sample_rate == 16000 and model.frame_stride == 320
+
+
+def test_offline_transcript_of_real_speech_is_plausible(model, sample):
+    hyp = greedy(model.log_probs(sample), model.vocab.symbols)
+    assert per(hyp) < 0.45, " ".join(hyp)
+
+
+def test_streaming_transcript_of_real_speech_is_plausible(model, sample):
+    streamer = Streamer(model, StreamConfig.for_model(model))
+    frames = []
+    step = int(0.32 * 16000)
+    for start in range(0, len(sample), step):
+        streamer.push(sample[start : start + step])
+        frames += [b.final for b in streamer.step()]
+    streamer.finish()
+    frames += [b.final for b in streamer.step()]
+    lp = np.concatenate(frames)
+    assert len(lp) == model.num_frames(len(sample))
+    hyp = greedy(lp, model.vocab.symbols)
+    assert per(hyp) < 0.45, " ".join(hyp)
+
+
+def test_log_mel_is_whisper_feature_extractor_without_30s_padding():
+    from transformers import WhisperFeatureExtractor
+
+    from phonestream.models.whisper import log_mel
+
+    rng = np.random.default_rng(0)
+    audio = (rng.standard_normal(16000 + 4321) * 0.1).astype(np.float32)
+    ours = log_mel(audio)
+    ref = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16000, return_tensors="np",
+                                                   padding="longest")["input_features"][0]
+    assert ours.shape == (80, len(audio) // 160)
+    np.testing.assert_allclose(ours, ref[:, : ours.shape[1]], atol=1e-5)
+
+
+def test_whisper_backbone_frame_count(model):
+    for n in (320, 16000, 16000 + 160, 27520, 16000 * 3 + 7):
+        assert len(model.backbone.encode_batch([np.zeros(n, np.float32)])[0]) == model.num_frames(n)

@@ -1,0 +1,65 @@
+"""The recipe end to end on a handful of clips: cache, one training step, export, load (seconds)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from phonestream.models import load_model
+from phonestream.models.base import StreamingDefaults
+from phonestream.train.phones import SYMBOLS
+from phonestream.train.pipeline import export_model
+from phonestream.train.states import Item, cache_shard
+from phonestream.train.trainer import TrainConfig, load_states, train_head
+
+
+def _clips(folder: Path, speechlike: np.ndarray) -> list[Item]:
+    items = []
+    phones = ["P R IH N T IH NG", "IH N DH AH", "OW N L IY S EH N S"]
+    for i, ph in enumerate(phones):
+        path = folder / f"c{i}.wav"
+        sf.write(path, speechlike[i * 16000 : (i + 1) * 16000], 16000)
+        items.append(Item(f"c{i}", str(path), ph, "test"))
+    return items
+
+
+def test_whisper_recipe_one_step_export_and_load(tmp_path, speechlike):
+    from phonestream.models.whisper import WhisperBackbone
+
+    bb = WhisperBackbone(threads=1)
+    items = _clips(tmp_path, speechlike)
+    shard = tmp_path / "cache" / "s.npz"
+    cache_shard(bb, items, shard, seed=0, augment_audio=True, log_every=0)
+    data = load_states([shard])
+    assert len(data.ids) == 3 and data.states.shape[1] == 384
+    # 1 s = 50 frames whatever the windows; speed perturbation may stretch a clip by up to 15%
+    assert all(40 <= int(data.seg_kept[s].sum()) <= 60 for s in data.utt_segs)
+    cfg = TrainConfig(head={"type": "conv", "hidden": 32, "kernel": 5, "layers": 1}, max_epochs=1, eval_every=10**6)
+    train_head(data, list(SYMBOLS), tmp_path / "run", cfg, 384, None, lambda m: None)
+    assert (tmp_path / "run" / "ckpt.pt").exists()
+    out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
+    model = load_model(str(out))
+    assert model.vocab.symbols == SYMBOLS
+    lp = model.log_probs(speechlike[:16000])
+    assert lp.shape == (50, 40) and np.isfinite(lp).all()
+    assert (out / "NOTICE").exists()
+
+
+def test_custom_backbone_head_fits_and_loads(tmp_path, speechlike, tiny_encoder_dir):
+    from phonestream.train.custom import fit_custom
+
+    items = _clips(tmp_path, speechlike)
+    manifest = tmp_path / "train.tsv"
+    manifest.write_text("audio\tphones\n" + "".join(f"{Path(i.path).name}\t{i.phones}\n" for i in items))
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["<blank>"] + sorted({p for i in items for p in i.phones.split()})) + "\n")
+    out = fit_custom(str(tiny_encoder_dir), vocab, manifest, tmp_path / "mine", tmp_path / "work",
+                     {"type": "linear"}, minutes=0.1, epochs=1, log=lambda m: None)
+    model = load_model(str(out))
+    assert model.vocab.symbols[0] == "<blank>"
+    lp = model.log_probs(speechlike[:16000])
+    assert lp.shape[1] == len(model.vocab) and np.isfinite(lp).all()
