@@ -110,6 +110,14 @@ def decoded(events: list[dict]) -> list[tuple]:
     return out
 
 
+async def drain(box: asyncio.Queue) -> list[dict]:
+    """Every event a scheduler session puts in its outbox, up to its Close."""
+    events = []
+    while not isinstance(item := await box.get(), Close):
+        events.append(json.loads(item))
+    return events
+
+
 def stream_file(url: str, audio: np.ndarray, **kwargs) -> net.StreamResult:
     return asyncio.run(net.stream_audio(url, lambda rate: net.pieces(audio, 320), **kwargs))
 
@@ -215,13 +223,7 @@ def test_scheduler_batches_windows_of_different_streams(recognizer):
         for session, audio in zip(sessions, audios):
             scheduler.feed(session, audio)
             scheduler.end(session)
-        results = []
-        for box in outboxes:
-            events = []
-            while not isinstance(item := await box.get(), Close):
-                events.append(json.loads(item))
-            results.append(events)
-        return results
+        return [await drain(box) for box in outboxes]
 
     try:
         results = asyncio.run(run())
@@ -245,10 +247,7 @@ def test_max_batch_bounds_each_forward_pass(recognizer):
         session = scheduler.open(rec.stream(), box)
         scheduler.feed(session, audio)
         scheduler.end(session)
-        events = []
-        while not isinstance(item := await box.get(), Close):
-            events.append(json.loads(item))
-        return events
+        return await drain(box)
 
     try:
         events = asyncio.run(run())
@@ -272,13 +271,6 @@ def test_every_stream_finishes_when_more_are_ready_than_a_batch_holds(recognizer
             scheduler.feed(session, audio)
         for session in sessions:
             scheduler.end(session)
-
-        async def drain(box):
-            events = []
-            while not isinstance(item := await box.get(), Close):
-                events.append(json.loads(item))
-            return events
-
         return await asyncio.wait_for(asyncio.gather(*(drain(b) for b in boxes)), 30)
 
     try:
