@@ -78,10 +78,11 @@ def decoder_options(func: Callable) -> Callable:
         return func(*args, **kwargs)
 
     options = [
-        click.option("--decoder", default="greedy", type=click.Choice(["greedy", "beam"]), show_default=True,
-                     help="Greedy CTC (fastest) or prefix beam search."),
+        click.option("--decoder", default="auto", type=click.Choice(["auto", "greedy", "beam"]), show_default=True,
+                     help="Greedy CTC (fastest) or prefix beam search; auto: beam when the model has an LM "
+                     "(the shipped one does) or --lm is given, else greedy."),
         click.option("--beam", default=None, type=click.IntRange(1), help=f"Beam size (default: {DEFAULT_BEAM})."),
-        click.option("--lm", default=None, help="Phoneme ARPA LM for --decoder beam, or 'none' "
+        click.option("--lm", default=None, help="Phoneme ARPA LM for the beam search, or 'none' "
                      "(default: lm.arpa* next to the model, if any)."),
         click.option("--lm-weight", default=None, type=float, help=f"LM weight (default: {DEFAULT_LM_WEIGHT})."),
         click.option("--insertion-bonus", default=None, type=float,

@@ -133,9 +133,13 @@ class DecoderConfig:
     ``lm`` is a path to an ARPA file (``.arpa`` / ``.arpa.gz``), ``"auto"`` for the ``lm.arpa*`` next to
     the model (none if absent), or None / ``"none"`` for no LM. ``insertion_bonus`` None means
     ``LM_INSERTION_BONUS`` with an LM, 0 without. Greedy ignores everything but ``kind``.
+
+    ``kind`` ``"auto"`` (the default) is the beam search when it has an LM (``lm`` names a file, or
+    ``"auto"`` finds one next to the model, as with the shipped model) and greedy otherwise: an LM is what
+    makes the beam worth its cost (see docs/decoding.md); :meth:`resolve` picks one.
     """
 
-    kind: str = "greedy"
+    kind: str = "auto"
     beam: int = DEFAULT_BEAM
     lm: str | None = "auto"
     lm_weight: float = DEFAULT_LM_WEIGHT
@@ -145,8 +149,8 @@ class DecoderConfig:
     commit_wait_s: float | None = 0.0
 
     def __post_init__(self) -> None:
-        if self.kind not in ("greedy", "beam"):
-            raise ValueError(f"unknown decoder {self.kind!r}; use greedy or beam")
+        if self.kind not in ("auto", "greedy", "beam"):
+            raise ValueError(f"unknown decoder {self.kind!r}; use auto, greedy or beam")
         if self.beam < 1:
             raise ValueError(f"beam must be at least 1, got {self.beam}")
 
@@ -160,16 +164,23 @@ class DecoderConfig:
         """The LM file this config asks for, given the model's folder (for ``"auto"``)."""
         from .lm import find_lm_next_to
 
-        if self.kind != "beam" or self.lm is None or str(self.lm).lower() == "none":
+        if self.kind == "greedy" or self.lm is None or str(self.lm).lower() == "none":
             return None
         if self.lm == "auto":
             return find_lm_next_to(model_dir)
         return Path(self.lm)
 
+    def resolve(self, model_dir: str | Path | None) -> "DecoderConfig":
+        """This config with ``kind`` ``"auto"`` made concrete: beam if it has an LM, else greedy."""
+        if self.kind != "auto":
+            return self
+        return replace(self, kind="beam" if self.lm_path(model_dir) is not None else "greedy")
+
 
 def make_decoder(config: DecoderConfig, vocab: Vocabulary, frame_seconds: float, sample_rate: int,
                  model_dir: str | Path | None = None):
     """A :class:`GreedyDecoder` or a :class:`~phonestream.beam.BeamDecoder` as ``config`` says."""
+    config = config.resolve(model_dir)
     if config.kind == "greedy":
         return GreedyDecoder(vocab, frame_seconds, sample_rate)
     from .beam import BeamDecoder

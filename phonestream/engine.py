@@ -52,7 +52,8 @@ class Recognizer:
     Args:
         model: the CTC model.
         config: window sizes (default: the model's).
-        decoder: ``"greedy"`` (fastest, the default) or ``"beam"``.
+        decoder: ``"auto"`` (the default: ``"beam"`` when an LM is found or given, as with the shipped
+            model, else ``"greedy"``), ``"greedy"`` (fastest) or ``"beam"``.
         beam: hypotheses kept by the beam search.
         lm: ARPA file for the beam search; ``"auto"`` uses ``lm.arpa*`` in ``model_dir`` (or the
             model's ``source_dir``) if there is one; None or ``"none"`` for no LM.
@@ -65,7 +66,7 @@ class Recognizer:
 
     model: CTCModel
     config: StreamConfig | None = None
-    decoder: str = "greedy"
+    decoder: str = "auto"
     beam: int = DEFAULT_BEAM
     lm: str | Path | None = "auto"
     lm_weight: float = DEFAULT_LM_WEIGHT
@@ -90,6 +91,7 @@ class Recognizer:
                              self.insertion_bonus)
         cfg = base.with_options(decoder=decoder, beam=beam, lm=None if lm is None else str(lm),
                                 lm_weight=lm_weight, insertion_bonus=insertion_bonus)
+        cfg = cfg.resolve(self.model_dir)
         path = cfg.lm_path(self.model_dir)
         if path is not None:
             from .lm import load_lm

@@ -159,3 +159,21 @@ def test_recognizer_streams_with_beam_and_lm(tiny_model, speechlike, tmp_path):
     assert rec.stream(decoder="greedy").decoder.__class__ is GreedyDecoder
     with pytest.raises(ValueError):
         rec.stream(decoder="nope")
+
+
+def test_auto_decoder_is_beam_only_with_an_lm(tiny_model, tmp_path):
+    """The default decoder: the beam search where the model has an LM beside it (the shipped model
+    does) or one is given; greedy otherwise, and with --lm none."""
+    from phonestream.beam import BeamDecoder
+
+    assert DecoderConfig().kind == "auto"
+    assert DecoderConfig().resolve(tmp_path).kind == "greedy"  # no lm.arpa* there
+    build_kneser_ney([["AA", "B", "S"]] * 5, order=2).write_arpa(tmp_path / "lm.arpa")
+    assert DecoderConfig().resolve(tmp_path).kind == "beam"
+    assert DecoderConfig(lm="none").resolve(tmp_path).kind == "greedy"
+
+    assert Recognizer(tiny_model, StreamConfig(160, 320, 160)).stream().decoder.__class__ is GreedyDecoder
+    rec = Recognizer(tiny_model, StreamConfig(160, 320, 160), model_dir=tmp_path)
+    assert rec.stream().decoder.__class__ is BeamDecoder and rec.decoder_config().lm_path(tmp_path) is not None
+    assert rec.stream(lm="none").decoder.__class__ is GreedyDecoder
+    assert rec.stream(decoder="greedy").decoder.__class__ is GreedyDecoder
