@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -163,3 +164,51 @@ def test_manifest_errors(tmp_path, tiny_model_dir):
     (tmp_path / "m.tsv").write_text("id\tpath\tphones\n")
     proc = run("eval", tmp_path / "m.tsv", "-m", tiny_model_dir, check_rc=2)
     assert "no 'audio' or 'wav' column" in proc.stderr.decode()
+
+
+def test_mic_streams_a_fake_sound_card_until_ctrl_c(monkeypatch, capsys):
+    """The microphone path end to end, with sounddevice replaced by a fake 44.1 kHz card that plays
+    the sample recording and then raises KeyboardInterrupt, as Ctrl-C does: pieces are resampled,
+    streamed through the default model, and the run ends with a summary and the offline comparison."""
+    import types
+
+    import soxr
+
+    from phonestream.cli import main
+
+    audio, sr = sf.read(SAMPLES / "LJ001-0002.flac", dtype="float32")
+    card = soxr.resample(audio, sr, 44100).astype(np.float32)
+    reads = []
+
+    class FakeInputStream:
+        def __init__(self, samplerate, channels, dtype, blocksize, device):
+            assert (samplerate, channels, dtype) == (44100, 1, "float32")
+            self.pos = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, frames):
+            if self.pos >= len(card):
+                raise KeyboardInterrupt
+            piece = card[self.pos : self.pos + frames]
+            self.pos += frames
+            reads.append(len(piece))
+            return np.pad(piece, (0, frames - len(piece)))[:, None], False
+
+    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream,
+                                 query_devices=lambda device, kind: {"default_samplerate": 44100.0})
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mic", "--json", "--compare-offline", "--feed-ms", "50"])
+    assert exit_info.value.code in (0, None)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = events[-1]
+    assert summary["type"] == "summary" and set(reads[:-1]) == {2205}  # 50 ms blocks at 44.1 kHz
+    assert summary["audio_s"] == pytest.approx(len(reads) * 0.05, abs=0.03)
+    phonemes = [e for e in events if e["type"] == "phoneme"]
+    assert len(phonemes) > 20 and summary["phonemes"] == len(phonemes)
+    assert summary["stream_vs_offline"]["ratio"] < 0.2
