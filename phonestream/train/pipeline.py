@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.backbone import BackboneCTCModel, assemble, build_head, load_backbone
+from ..models.backbone import BackboneCTCModel, build_head, load_backbone
 from ..models.base import StreamingDefaults, Vocabulary
 from .phones import SYMBOLS
-from .states import Item, cache_shard, read_manifest
+from .states import Item, cache_shard
 
 from .evaluate import SHARED
 

@@ -17,7 +17,6 @@ offset into ``states``, length, valid range inside the segment, kept frame count
 from __future__ import annotations
 
 import csv
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path

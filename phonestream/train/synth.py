@@ -12,7 +12,6 @@ text, phones).
 from __future__ import annotations
 
 import csv
-import os
 import random
 import subprocess
 import tempfile
