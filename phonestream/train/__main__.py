@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
+                   "on the in-training check (a fraser_arctic subset and FSDD test: selecting on them biases "
+                   "their figures)")
     p.add_argument("--backbone", help="custom: Hugging Face encoder folder")
     p.add_argument("--vocab", type=Path, help="custom: vocabulary file, one symbol per line")
     p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
@@ -138,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from ..models.backbone import build_head
 
-        saved = torch.load(work / "runs" / args.run / "best.pt", weights_only=False)
+        saved = torch.load(work / "runs" / args.run / f"{args.checkpoint}.pt", weights_only=False)
         head = build_head(saved["config"]["head"], 384, len(symbols))
         head.load_state_dict(saved["head"])
         head.eval()
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "export"):
         from ..models.base import StreamingDefaults
 
-        best = work / "runs" / args.run / "best.pt"
+        best = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or DEFAULT_OUT
         c, l, r = DEFAULT_STREAMING
         pipeline.export_model(best, out, StreamingDefaults(c, l, r))
