@@ -1,8 +1,8 @@
 """The shipped default model loads without a network and hears real speech (no training here).
 
 Threshold: the shipped sample (LJ Speech LJ001-0001, public domain, one female reader) is scored against
-the CMU dictionary phones of its text, 39-class folded. The model scores about 25-30% PER on read
-speech (fraser_arctic, MODEL_CARD.md); a random or broken head scores near 100%, and a head that only
+the CMU dictionary phones of its text, 39-class folded. The model scores about 20-22% PER on read
+speech with greedy decoding and 18% with its default beam + LM (fraser_arctic, MODEL_CARD.md); a random or broken head scores near 100%, and a head that only
 confuses similar vowels still stays below 45%. 45% leaves room for the dictionary-versus-speaker
 pronunciation mismatch on one 10 s utterance while failing anything that does not really recognise.
 """
@@ -114,3 +114,23 @@ def test_log_mel_is_whisper_feature_extractor_without_30s_padding():
 def test_whisper_backbone_frame_count(model):
     for n in (320, 16000, 16000 + 160, 27520, 16000 * 3 + 7):
         assert len(model.backbone.encode_batch([np.zeros(n, np.float32)])[0]) == model.num_frames(n)
+
+
+def test_default_recognizer_uses_the_shipped_lm_and_hears_the_sample(model, sample):
+    """With no decoder options the shipped model decodes with beam search and its LM (--decoder auto)."""
+    from phonestream.beam import BeamDecoder
+    from phonestream.engine import Recognizer
+    from phonestream.events import Phoneme
+
+    rec = Recognizer(model)
+    stream = rec.stream(keep_audio=True)
+    assert isinstance(stream.decoder, BeamDecoder)
+    events = []
+    for start in range(0, len(sample), 320):
+        events += stream.accept(sample[start : start + 320])
+    events += stream.finish()
+    summary = events[-1].metrics
+    assert "LM lm.arpa" in summary["decoder"]
+    hyp = [e.phoneme for e in events if isinstance(e, Phoneme)]
+    assert per(hyp) < 0.45, " ".join(hyp)
+    assert summary["stream_vs_offline"]["ratio"] < 0.15
