@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "export"):
         from ..models.base import StreamingDefaults
 
-        best = work / "runs" / args.run / f"{args.checkpoint}.pt"
+        ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or DEFAULT_OUT
         c, l, r = DEFAULT_STREAMING
-        pipeline.export_model(best, out, StreamingDefaults(c, l, r))
-        log(f"exported {best} -> {out}")
+        pipeline.export_model(ckpt, out, StreamingDefaults(c, l, r))
+        log(f"exported {ckpt} -> {out}")
     return 0
 
 

@@ -9,15 +9,11 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-ARPABET = (
-    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG "
-    "OW OY P R S SH T TH UH UW V W Y Z ZH"
-).split()
+from ..phones import ARPABET
+
 BLANK = "<blank>"
 #: Output symbols of the default model: blank first, then the 39 phonemes.
 SYMBOLS = (BLANK, *ARPABET)
-#: 39-class scoring fold (Lee & Hon; CMU ARPAbet folds AO->AA and ZH->SH).
-FOLD39 = {"AO": "AA", "ZH": "SH"}
 
 # IPA (as espeak-ng prints it, any English accent) -> ARPAbet. Longest match first.
 _IPA = {
@@ -117,10 +113,6 @@ def dictionary_phones(text: str) -> list[str] | None:
             return None
         out.extend(pron)
     return out
-
-
-def fold39(phones: list[str]) -> list[str]:
-    return [FOLD39.get(p, p) for p in phones]
 
 
 def collapse_er_r(phones: list[str]) -> list[str]:
