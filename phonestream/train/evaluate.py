@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,23 +36,34 @@ def fraser_items(root: Path = SHARED / "fraser_arctic", limit: int | None = 150,
     return items
 
 
+#: FSDD takes per split: the official test split (0-4, reported), a development split held out of
+#: training for choosing checkpoints and settings (45-49, never reported), and training (5-44).
+FSDD_SPLITS = {"test": range(0, 5), "dev": range(45, 50), "train": range(5, 45)}
+
+
 def fsdd_items(root: Path = SHARED / "fsdd", split: str = "test") -> list[Item]:
     items = []
+    takes = FSDD_SPLITS[split]
     with (root / "manifest.tsv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
             index = int(row["id"].rsplit("_", 1)[1])
-            if (index < 5) == (split == "test") and row["phones_cmu"].strip():
+            if index in takes and row["phones_cmu"].strip():
                 items.append(Item(row["id"], str(root / row["audio"]), row["phones_cmu"].strip(), "fsdd"))
     return items
+
+
+def is_synth_dev(uid: str) -> bool:
+    """One synthetic utterance in 25, by a stable hash of its id: held out of training, used for selection."""
+    return zlib.crc32(uid.encode()) % 25 == 0
 
 
 def config_name(cfg) -> str:
     return "offline" if cfg is None else "%d-%d-%d" % cfg
 
 
-def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path) -> States:
+def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False) -> States:
     out = cache_dir / f"{name}-{config_name(cfg)}.npz"
-    cache_shard(backbone, items, out, seed=0, augment_audio=False, configs=[cfg] if cfg else None,
+    cache_shard(backbone, items, out, seed=0, augment_audio=augment_audio, configs=[cfg] if cfg else None,
                 offline_fraction=1.0 if cfg is None else 0.0, log_every=0)
     return load_states([out])
 
