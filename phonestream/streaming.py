@@ -33,12 +33,19 @@ class StreamConfig:
 
     @classmethod
     def for_model(cls, model: CTCModel, chunk_ms: int | None = None, left_ms: int | None = None,
-                  right_ms: int | None = None) -> "StreamConfig":
-        """The model's recommended sizes, overridden where a value is given."""
-        d = model.streaming_defaults
-        return cls(d.chunk_ms if chunk_ms is None else chunk_ms,
-                   d.left_ms if left_ms is None else left_ms,
-                   d.right_ms if right_ms is None else right_ms)
+                  right_ms: int | None = None, latency: str = "balanced") -> "StreamConfig":
+        """The model's sizes for a latency preset (``low``, ``balanced``, ``accurate``), overridden
+        where a value is given.
+
+        Raises:
+            ConfigError: an unknown preset name.
+        """
+        try:
+            c, l, r = model.streaming_defaults.preset(latency, 1000 * model.frame_stride / model.sample_rate)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        return cls(c if chunk_ms is None else chunk_ms, l if left_ms is None else left_ms,
+                   r if right_ms is None else right_ms)
 
     def samples(self, model: CTCModel) -> tuple[int, int, int]:
         """(chunk, left, right) in samples, checked against the model.

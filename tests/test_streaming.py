@@ -90,3 +90,25 @@ def test_long_offline_decode_uses_strided_chunks(tiny_model, speechlike):
     # the first strided window is 20 s of new audio plus 5 s of lookahead: its kept frames are exact
     head = tiny_model.log_probs(audio[: 25 * 16000])
     np.testing.assert_allclose(lp[:1000], head[:1000], atol=1e-4)
+
+
+def test_latency_presets_order_and_round_to_frames(tiny_model):
+    """low < balanced < accurate in lookahead; derived presets stay whole frames; explicit sizes win."""
+    cfgs = {name: StreamConfig.for_model(tiny_model, latency=name) for name in ("low", "balanced", "accurate")}
+    assert cfgs["balanced"] == StreamConfig.for_model(tiny_model)
+    assert cfgs["low"].chunk_ms + cfgs["low"].right_ms < cfgs["balanced"].chunk_ms + cfgs["balanced"].right_ms
+    assert cfgs["accurate"].right_ms > cfgs["balanced"].right_ms
+    for cfg in cfgs.values():
+        cfg.samples(tiny_model)  # raises if not a multiple of the frame stride
+    assert StreamConfig.for_model(tiny_model, chunk_ms=100, latency="low").chunk_ms == 100
+    with pytest.raises(ConfigError, match="unknown latency preset"):
+        StreamConfig.for_model(tiny_model, latency="fast")
+
+
+def test_model_folder_keeps_its_own_presets(tmp_path):
+    from phonestream.models.base import StreamingDefaults
+
+    d = StreamingDefaults(320, 1280, 160, low=(160, 960, 160), accurate=(640, 1920, 320))
+    assert StreamingDefaults.from_dict(d.to_dict()) == d
+    assert d.preset("low") == (160, 960, 160) and d.preset("accurate") == (640, 1920, 320)
+    assert StreamingDefaults.from_dict({"chunk_ms": 960, "left_ms": 1280, "right_ms": 320}).preset("low") == (480, 1280, 160)

@@ -196,7 +196,7 @@ class BackboneCTCModel(CTCModel):
             "backbone": self.backbone.config(),
             "head": {**self.head_spec, "weights": "head.safetensors"},
             "vocab": "vocab.txt",
-            "streaming": {"chunk_ms": d.chunk_ms, "left_ms": d.left_ms, "right_ms": d.right_ms},
+            "streaming": d.to_dict(),
         }
         (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -256,7 +256,7 @@ def load_backbone_model(folder: str | Path, device: str = "cpu") -> BackboneCTCM
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")
     return assemble(backbone, vocab, head_spec, folder / weights if weights else None,
-                    StreamingDefaults(**meta["streaming"]) if "streaming" in meta else None)
+                    StreamingDefaults.from_dict(meta["streaming"]) if "streaming" in meta else None)
 
 
 def assemble(backbone: Backbone, vocab: Vocabulary, head_spec: dict[str, Any] | None = None,

@@ -35,9 +35,18 @@ class Vocabulary:
         return len(self.symbols)
 
 
+#: Named latency presets, fastest first; ``balanced`` is a model's default window.
+LATENCY_PRESETS = ("low", "balanced", "accurate")
+
+
 @dataclass(frozen=True)
 class StreamingDefaults:
-    """Window sizes a model recommends for streaming (ms); each must be a multiple of its frame stride."""
+    """Window sizes a model recommends for streaming (ms); each must be a multiple of its frame stride.
+
+    ``chunk_ms``/``left_ms``/``right_ms`` are the ``balanced`` preset. A model may name its own ``low``
+    and ``accurate`` windows (``(chunk, left, right)``); otherwise they are derived from the balanced one
+    (:meth:`preset`).
+    """
 
     # For wav2vec2-base on a 2-core CPU: a 1.28 s window per 0.64 s of new audio costs about twice the
     # offline compute (RTF ~0.3), and chunk + lookahead keeps emission delay p95 near 0.8 s; see
@@ -45,6 +54,47 @@ class StreamingDefaults:
     chunk_ms: int = 640
     left_ms: int = 480
     right_ms: int = 160
+    low: tuple[int, int, int] | None = None
+    accurate: tuple[int, int, int] | None = None
+
+    def preset(self, name: str, stride_ms: float = 20.0) -> tuple[int, int, int]:
+        """(chunk, left, right) ms of a latency preset.
+
+        Without a model-specific window, ``low`` halves the chunk and the lookahead and ``accurate``
+        doubles the lookahead and adds a chunk of left context, rounded down to whole frames.
+
+        Raises:
+            ValueError: ``name`` is not one of :data:`LATENCY_PRESETS`.
+        """
+        if name not in LATENCY_PRESETS:
+            raise ValueError(f"unknown latency preset {name!r} (choose {', '.join(LATENCY_PRESETS)})")
+        if name == "balanced":
+            return self.chunk_ms, self.left_ms, self.right_ms
+        given = self.low if name == "low" else self.accurate
+        if given is not None:
+            return tuple(int(v) for v in given)  # type: ignore[return-value]
+
+        def frames(ms: float, minimum: int = 0) -> int:
+            return int(max(minimum, (ms // stride_ms) * stride_ms))
+
+        if name == "low":
+            return frames(self.chunk_ms / 2, int(stride_ms)), self.left_ms, frames(self.right_ms / 2)
+        return self.chunk_ms, self.left_ms + self.chunk_ms, self.right_ms * 2
+
+    def to_dict(self) -> dict:
+        """The ``streaming`` entry of a model folder's ``phonestream.json``."""
+        out: dict = {"chunk_ms": self.chunk_ms, "left_ms": self.left_ms, "right_ms": self.right_ms}
+        presets = {k: list(v) for k, v in (("low", self.low), ("accurate", self.accurate)) if v is not None}
+        if presets:
+            out["presets"] = presets
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StreamingDefaults":
+        """Inverse of :meth:`to_dict`."""
+        presets = d.get("presets") or {}
+        return cls(int(d["chunk_ms"]), int(d["left_ms"]), int(d["right_ms"]),
+                   **{k: tuple(int(x) for x in presets[k]) for k in ("low", "accurate") if k in presets})
 
 
 class CTCModel(ABC):
