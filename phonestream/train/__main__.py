@@ -27,6 +27,8 @@ DEFAULT_WORK = Path("/work/data-work")
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
 #: The default model's streaming setting (the ``balanced`` latency preset): 320 ms steps, 160 ms lookahead.
 DEFAULT_STREAMING = (320, 1280, 160)
+#: Its ``low`` and ``accurate`` presets (chunk, left, right ms).
+LOW_LATENCY, ACCURATE = (160, 960, 160), (640, 1920, 320)
 #: (chunk, left, right) ms scored while training, on development data only (never the reported sets).
 EVAL_CONFIGS = [DEFAULT_STREAMING]
 
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         head = build_head(saved["config"]["head"], 384, len(symbols))
         head.load_state_dict(saved["head"])
         head.eval()
-        configs = [DEFAULT_STREAMING, (160, 960, 160), (640, 1920, 320), (960, 1280, 320), None]
+        configs = [DEFAULT_STREAMING, LOW_LATENCY, ACCURATE, (960, 1280, 320), None]
         res = _scorer(_eval_sets(work, args.full, configs), symbols)(head)
         log(json.dumps(res))
     if args.stage in ("all", "export"):
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or DEFAULT_OUT
         c, l, r = DEFAULT_STREAMING
-        pipeline.export_model(ckpt, out, StreamingDefaults(c, l, r))
+        pipeline.export_model(ckpt, out, StreamingDefaults(c, l, r, low=LOW_LATENCY, accurate=ACCURATE))
         log(f"exported {ckpt} -> {out}")
     return 0
 
