@@ -15,7 +15,7 @@ import numpy as np
 
 from .audio import load_audio
 from .engine import Recognizer
-from .models.base import CTCModel, StreamingDefaults, Vocabulary
+from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary
 from .phones import ARPABET
 from .streaming import StreamConfig
 
@@ -91,14 +91,19 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
 
 
 def parse_configs(specs: list[str], model: CTCModel) -> list[StreamConfig]:
-    """``CHUNK/LEFT/RIGHT`` strings (ms) to configs; an empty list means the model's defaults."""
+    """``CHUNK/LEFT/RIGHT`` strings (ms) or latency preset names (``low``, ``balanced``, ``accurate``)
+    to configs; an empty list means the model's defaults."""
     if not specs:
         return [StreamConfig.for_model(model)]
     out = []
     for spec in specs:
+        if spec in LATENCY_PRESETS:
+            out.append(StreamConfig.for_model(model, latency=spec))
+            continue
         parts = spec.replace(":", "/").split("/")
         if len(parts) != 3 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-            raise ValueError(f"--config {spec!r} must be CHUNK/LEFT/RIGHT in ms, e.g. 640/640/240")
+            raise ValueError(f"--config {spec!r} must be CHUNK/LEFT/RIGHT in ms, e.g. 640/640/240, "
+                             f"or one of {', '.join(LATENCY_PRESETS)}")
         out.append(StreamConfig(*(int(p) for p in parts)))
     return out
 
