@@ -274,13 +274,28 @@ class Stream:
 
     def finish(self, offline: bool | None = None) -> list[Event]:
         """End of audio: decode the rest, then a :class:`Summary` (with the offline comparison if the
-        audio was kept, or ``offline`` is True)."""
+        audio was kept, or ``offline`` is True).
+
+        A caller that batches model calls does the same in three steps: :meth:`end_input`, then
+        ``ready_windows`` / model / ``apply`` until no window is left, then :meth:`conclude`.
+        """
         if self.finished:
             return []
+        self.end_input()
+        events = self._run()
+        return events + self.conclude(offline)
+
+    def end_input(self) -> None:
+        """No more audio: the remaining frames become computable (``ready_windows`` hands them out)."""
         self.finished = True
         self.streamer.finish()
-        events = self._run()
-        if not self._ended:  # every frame was already final: still close the decoder's open phonemes
+
+    def conclude(self, offline: bool | None = None) -> list[Event]:
+        """The last events once every window is applied: the decoder's open phoneme and the end-of-stream
+        endpoint when no window was marked last (every frame was already final, as when the audio ends on
+        a chunk boundary without lookahead), then the :class:`Summary`."""
+        events: list[Event] = []
+        if not self._ended:
             vocab = self.recognizer.model.vocab
             empty = np.zeros((0, len(vocab)), np.float32)
             events += self.decode([FrameBlock(self.streamer.next_frame, empty, empty, self.streamer.received, True)],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +32,11 @@ from typing import Any
 import numpy as np
 
 from .engine import Stream
-from .events import Summary, to_json
+from .events import to_json
 from .models.base import CTCModel
 from .streaming import Window
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -231,8 +234,8 @@ class BatchScheduler:
                         deferred.append(session)  # the batch is full: next round
                         continue
                     taken_windows = self._collect(session, self.max_batch - size)
-                except Exception as err:  # noqa: BLE001 - a broken stream must not stop the worker
-                    self._fail(session, f"stream failed: {err}")
+                except Exception:  # noqa: BLE001 - a broken stream must not stop the worker
+                    self._fail(session, "stream failed while taking its audio", log=True)
                     continue
                 if taken_windows:
                     batch.append((session, taken_windows))
@@ -257,8 +260,7 @@ class BatchScheduler:
                     more_audio = bool(session._audio)
                 if more_audio:  # audio arrived together with the end request: push it first
                     return []
-                stream.finished = True
-                stream.streamer.finish()
+                stream.end_input()
             session._backlog = stream.ready_windows()
         if not session._backlog:
             if stream.finished:
@@ -269,42 +271,55 @@ class BatchScheduler:
         return windows
 
     def _execute(self, batch: list[tuple[Session, list[Window]]], size: int) -> None:
+        """Run one batch. Whatever goes wrong with one stream (its options, its audio, its decoder) fails
+        that stream only: the batch's other streams get their results."""
         t0 = time.perf_counter()
-        try:
-            # windows the engine decodes without the model (silence) stay out of the forward pass
-            outputs = [session.stream.silent_output(w) for session, windows in batch for w in windows]
-            todo = [i for i, out in enumerate(outputs) if out is None]
-            flat = [w for _, windows in batch for w in windows]
-            if todo:
-                for i, out in zip(todo, self.model.log_probs_batch([flat[i].audio for i in todo])):
-                    outputs[i] = out
-        except Exception as err:  # noqa: BLE001 - report to the streams, keep serving
-            for session, _ in batch:
-                session._in_batch = False
-                self._fail(session, f"model failed: {err}")
-            return
+        jobs: list[tuple[Session, list[Window], list[np.ndarray | None]]] = []
+        for session, windows in batch:
+            session._in_batch = False
+            try:
+                # windows the engine decodes without the model (silence) stay out of the forward pass
+                jobs.append((session, windows, [session.stream.silent_output(w) for w in windows]))
+            except Exception:  # noqa: BLE001 - this stream's problem, not the batch's
+                self._fail(session, "stream failed while checking its audio for silence", log=True)
+        silent = {session.id: sum(out is not None for out in outs) for session, _, outs in jobs}
+        todo = [(outs, k) for _, _, outs in jobs for k, out in enumerate(outs) if out is None]
+        audio = [windows[k].audio for _, windows, outs in jobs for k, out in enumerate(outs) if out is None]
+        failed: set[int] = set()
+        if todo:
+            try:
+                results = self._forward(audio)
+            except Exception:  # noqa: BLE001 - find the stream that broke the pass: run each alone
+                _log.warning("a batch of %d windows failed; running its streams one by one", len(todo),
+                             exc_info=True)
+                results = []
+                for session, windows, outs in jobs:
+                    mine = [w.audio for w, out in zip(windows, outs) if out is None]
+                    try:
+                        results += self._forward(mine) if mine else []
+                    except Exception:  # noqa: BLE001
+                        failed.add(session.id)
+                        results += [None] * len(mine)  # type: ignore[list-item]
+                        self._fail(session, "model failed on this stream's audio", log=True)
+            for (outs, k), out in zip(todo, results):
+                outs[k] = out
         seconds = time.perf_counter() - t0
-        ran = set(todo)
         if todo:
             self.batches += 1
             self.windows += len(todo)
             self.largest_batch = max(self.largest_batch, len(todo))
         self.skipped += size - len(todo)
         self.busy_s += seconds
-        i = 0
-        for session, windows in batch:
-            outs = outputs[i : i + len(windows)]
-            i += len(windows)
-            session._in_batch = False
-            session.stream.skipped_windows += len(windows) - sum(1 for j in range(i - len(windows), i) if j in ran)
-            if session._closed:
+        for session, windows, outs in jobs:
+            if session._closed or session.id in failed:
                 continue
+            session.stream.skipped_windows += silent[session.id]
             try:
                 # each stream is charged its share of the batch's compute, so its summary's rtf is
                 # what the stream cost the server
-                events = session.stream.apply(windows, outs, seconds * len(windows) / size)
-            except Exception as err:  # noqa: BLE001
-                self._fail(session, f"stream failed: {err}")
+                events = session.stream.apply(windows, outs, seconds * len(windows) / size)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001
+                self._fail(session, "stream failed while decoding", log=True)
                 continue
             session.processed = min(session.received, session.stream.streamer.next_frame * session.stream.streamer.stride)
             for event in events:
@@ -312,13 +327,27 @@ class BatchScheduler:
             if session._progress is not None:
                 session.loop.call_soon_threadsafe(session._progress.set)
 
+    def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+        """One ``log_probs_batch``, checked to give one output per window."""
+        outputs = list(self.model.log_probs_batch(audio))
+        if len(outputs) != len(audio):
+            raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(audio)} windows")
+        return outputs
+
     def _finish(self, session: Session) -> None:
+        """Every window is applied: the engine's own last events (``Stream.conclude``: the open phoneme,
+        the end-of-stream endpoint, the summary), then ``Close(1000)``."""
         session.processed = session.received
-        session.post(to_json(Summary(session.stream.summary(offline=False))))
+        for event in session.stream.conclude(offline=False):
+            session.post(to_json(event))
         session.post(Close(1000))
         self.close(session)
 
-    def _fail(self, session: Session, message: str) -> None:
+    def _fail(self, session: Session, message: str, log: bool = False) -> None:
+        """End one session with an error event and close 1011; ``log`` records the exception being
+        handled (the client gets only ``message``, never Python internals)."""
+        if log:
+            _log.error("stream %d: %s", session.id, message, exc_info=True)
         session.post(error_json(message))
         session.post(Close(1011, "internal error"))
         self.close(session)
