@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import inspect
 import io
 import ipaddress
 import json
@@ -39,6 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .audio import PCM_FORMATS, AudioError, StreamResampler, resample, to_mono
 from .engine import Recognizer
 from .models.base import CTCModel
+from .protocol import ConfigInvalid, parse_config
 from .scheduler import BatchScheduler, Close, Session, error_json
 from .streaming import ConfigError, StreamConfig
 
@@ -110,37 +110,6 @@ class ProtocolError(Exception):
     def __init__(self, message: str, code: int = POLICY) -> None:
         super().__init__(message)
         self.code = code
-
-
-# Config keys the protocol itself handles; any other key must be an option of the engine (see
-# _engine_options), so options the engine gains later (decoders, endpointing) work without a change here.
-PROTOCOL_KEYS = {"type", "sample_rate", "format", "channels", "chunk_ms", "left_ms", "right_ms"}
-# Engine options only the server sets: memory use, and paths on the server's disk.
-SERVER_OWNED = {"self", "model", "config", "keep_audio", "keep_phonemes", "model_dir"}
-
-
-def _engine_options() -> tuple[set[str], set[str]]:
-    """Options of ``Recognizer.stream(...)`` (per stream) and the other fields of ``Recognizer`` a client
-    may set, read from their signatures."""
-    stream = {n for n in inspect.signature(Recognizer.stream).parameters if n not in SERVER_OWNED}
-    rec = {f.name for f in dataclasses.fields(Recognizer) if f.name not in SERVER_OWNED | stream}
-    return rec, stream
-
-
-def _client_value(key: str, value: Any, limits: Limits) -> Any:
-    """Check an engine option from a client; convert JSON to what the engine takes."""
-    if key == "lm" and value not in (None, "none", "auto"):
-        raise ProtocolError('lm may only be "auto" (the LM the server has beside its model) or "none"')
-    if key == "beam" and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= limits.max_beam):
-        raise ProtocolError(f"beam must be an integer from 1 to {limits.max_beam}, got {value!r}")
-    if key == "endpoint" and isinstance(value, dict):
-        from .endpoint import EndpointConfig
-
-        try:
-            return EndpointConfig(**value)
-        except TypeError as err:
-            raise ProtocolError(f"bad endpoint rules: {err}") from None
-    return value
 
 
 @dataclass
@@ -365,7 +334,7 @@ class App:
                                 TOO_BIG)
         try:
             obj = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
             raise ProtocolError(f"bad JSON in text message: {text[:80]!r}") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
             raise ProtocolError('a text message must be a JSON object with a "type"')
@@ -374,41 +343,22 @@ class App:
         return obj
 
     def _parse_config(self, msg: dict[str, Any]) -> StreamSpec:
-        rec_keys, stream_keys = _engine_options()
-        unknown = sorted(set(msg) - PROTOCOL_KEYS - rec_keys - stream_keys)
-        if unknown:
-            raise ProtocolError(f"unknown config key(s): {', '.join(unknown)}")
-        rate = msg.get("sample_rate", self.model.sample_rate)
-        if not isinstance(rate, int) or isinstance(rate, bool) or not 4000 <= rate <= 192000:
-            raise ProtocolError(f"sample_rate must be an integer from 4000 to 192000, got {rate!r}")
-        fmt = msg.get("format", "s16le")
-        if fmt not in PCM_FORMATS:
-            raise ProtocolError(f"unknown sample format {fmt!r}; use one of {', '.join(PCM_FORMATS)}")
-        channels = msg.get("channels", 1)
-        if not isinstance(channels, int) or isinstance(channels, bool) or not 1 <= channels <= 8:
-            raise ProtocolError(f"channels must be an integer from 1 to 8, got {channels!r}")
-        sizes = {}
-        for key in ("chunk_ms", "left_ms", "right_ms"):
-            value = msg.get(key)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-                raise ProtocolError(f"{key} must be an integer, got {value!r}")
-            sizes[key] = getattr(self.default, key) if value is None else value
-        if sizes["chunk_ms"] < self.limits.min_chunk_ms:
-            raise ProtocolError(f"chunk_ms={sizes['chunk_ms']} is below the server's minimum of "
-                                f"{self.limits.min_chunk_ms}")
-        if sum(sizes.values()) > self.limits.max_window_ms:
-            raise ProtocolError(f"chunk_ms + left_ms + right_ms = {sum(sizes.values())} exceeds the server's "
-                                f"limit of {self.limits.max_window_ms}")
-        options = {k: _client_value(k, v, self.limits) for k, v in msg.items() if k in rec_keys | stream_keys}
+        """Validate a config message against its declared schema (:mod:`phonestream.protocol`) and the
+        server's limits, then build the stream's recognizer once to let the engine check the rest."""
         try:
-            recognizer = dataclasses.replace(
-                self.recognizer, config=StreamConfig(sizes["chunk_ms"], sizes["left_ms"], sizes["right_ms"]),
-                **{k: v for k, v in options.items() if k in rec_keys})
-            stream_options = {k: v for k, v in options.items() if k in stream_keys}
-            recognizer.stream(**stream_options)  # check the options now, with a clear message
-        except (ConfigError, ValueError, TypeError) as err:
+            cfg = parse_config(msg)
+            windows = cfg.check_limits(self.default, min_chunk_ms=self.limits.min_chunk_ms,
+                                       max_window_ms=self.limits.max_window_ms, max_beam=self.limits.max_beam)
+        except ConfigInvalid as err:
+            raise ProtocolError(str(err)) from None
+        stream_options = cfg.stream_options()
+        try:
+            recognizer = dataclasses.replace(self.recognizer, config=windows, **cfg.recognizer_options())
+            recognizer.stream(**stream_options)  # the engine's own checks (frame stride, model limits, LM)
+        except (ConfigError, ValueError) as err:
             raise ProtocolError(f"bad config: {str(err).replace('--', '').replace('-ms', '_ms')}") from None
-        return StreamSpec(rate, PCM_FORMATS[fmt], channels, recognizer, stream_options)
+        rate = self.model.sample_rate if cfg.sample_rate is None else cfg.sample_rate
+        return StreamSpec(rate, PCM_FORMATS[cfg.format], cfg.channels, recognizer, stream_options)
 
     async def _receive_audio(self, ws: WebSocket, spec: StreamSpec, session: Session, outbox: asyncio.Queue) -> None:
         """Read audio frames into the scheduler until the end message; errors go to the outbox."""

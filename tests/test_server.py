@@ -39,10 +39,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(app: App):
+def running_server(app: App, log_level: str = "warning"):
     """Serve ``app`` with uvicorn in a background thread; yields the WebSocket URL."""
     app.settings.port = free_port()
-    server = uvicorn_server(app, log_level="warning")
+    server = uvicorn_server(app, log_level=log_level)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -290,9 +290,9 @@ BAD = {
     "not an object": (["[1, 2]"], "JSON object", 1008),
     "wrong type first": ([json.dumps({"type": "end"})], 'expected a "config"', 1008),
     "audio before config": ([b"\x00\x00" * 100], "audio before config", 1008),
-    "unknown sample format": ([json.dumps({"type": "config", "format": "mp3"})], "unknown sample format", 1008),
+    "unknown sample format": ([json.dumps({"type": "config", "format": "mp3"})], "format must be 's16le' or", 1008),
     "unknown config key": ([json.dumps({"type": "config", "bogus": 1})], "unknown config key(s): bogus", 1008),
-    "server path as lm": ([json.dumps({"type": "config", "lm": "/etc/passwd"})], "lm may only be", 1008),
+    "server path as lm": ([json.dumps({"type": "config", "lm": "/etc/passwd"})], "lm must be 'auto' or 'none'", 1008),
     "chunk not a stride multiple": ([json.dumps({"type": "config", "chunk_ms": 330})], "frame stride", 1008),
     "chunk below the minimum": ([json.dumps({"type": "config", "chunk_ms": 20})], "below the server's minimum", 1008),
     "oversized frame": ([CONFIG, b"\x00" * (LIMITS.max_message_bytes + 2)], "exceeds the server's limit", 1009),
