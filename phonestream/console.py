@@ -1,8 +1,12 @@
 """Terminal output: the live phoneme view, JSON Lines, and metric tables (rich).
 
-On a terminal, committed phonemes appear in bold as they are committed and the provisional tail follows
-them dimmed and italic, redrawn in place. When stdout is not a terminal, each committed phoneme is one
-plain line (time, symbol, confidence) so the output can be piped.
+On a terminal, :class:`LiveView` shows the transcript as it grows: committed phonemes in bold (dimmed
+when their confidence is low), wrapped to the terminal's width, each line starting with the time of its
+first phoneme; full lines scroll up into the terminal's history, so the newest phonemes are always on
+screen. Below them the provisional tail (dim italic) and a status line (audio heard, phonemes, the
+last phoneme's delay, the legend) are redrawn in place. When stdout is not a terminal, a header line is
+followed by one plain line per committed phoneme (start, end, symbol, confidence) so the output can be
+piped.
 """
 
 from __future__ import annotations
@@ -11,74 +15,184 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from .events import Endpoint, Event, Partial, Phoneme, Summary, to_json
 
+#: Committed phonemes below this confidence are shown dimmed in the live view.
+LOW_CONFIDENCE = 0.5
+#: Header of the piped (not a terminal) output, aligned with its lines.
+PLAIN_HEADER = f"{'start_s':>8} {'end_s':>8}  {'phoneme':<7} confidence"
+_TIME_WIDTH = 8  # "  12.34 " in front of each transcript line
+
+
+class LiveView:
+    """The live terminal view of one stream (see the module docstring).
+
+    Finished transcript lines are printed above the live region (they scroll into the terminal's
+    history); the live region holds the line being filled, the provisional tail and the status line.
+    """
+
+    def __init__(self, console: Console, low_confidence: float = LOW_CONFIDENCE) -> None:
+        self.console = console
+        self.low_confidence = low_confidence
+        self.line: list[Phoneme] = []
+        self.tail: list[str] = []
+        self.heard = 0.0
+        self.count = 0
+        self.delay: float | None = None
+        self.live = Live(self._render(), console=console, auto_refresh=False, transient=True,
+                         vertical_overflow="visible")
+        self.live.start()
+
+    # -- what is drawn ----------------------------------------------------------------------------
+
+    def _styled(self, p: Phoneme) -> Text:
+        return Text(p.phoneme, style="dim" if p.confidence < self.low_confidence else "bold")
+
+    def _line_text(self, phonemes: list[Phoneme], start: float | None = None) -> Text:
+        first = phonemes[0].start if phonemes else start
+        text = Text()
+        text.append(f"{first:7.2f} " if first is not None else " " * _TIME_WIDTH, style="cyan")
+        for i, p in enumerate(phonemes):
+            if i:
+                text.append(" ")
+            text.append_text(self._styled(p))
+        return text
+
+    def _status(self) -> Text:
+        parts = [f"{self.heard:.2f} s heard", f"{self.count} phoneme{'' if self.count == 1 else 's'}"]
+        if self.delay is not None:
+            parts.append(f"delay {self.delay:.2f} s")
+        status = Text(" | ".join(parts), style="reverse")
+        legend = Text("  bold: committed, dim: confidence < "
+                      f"{self.low_confidence:g}, italic: provisional", style="dim")
+        if cell_len(status.plain) + cell_len(legend.plain) <= self.console.width:
+            status.append_text(legend)
+        return status
+
+    def _render(self) -> Group:
+        current = self._line_text(self.line, self.heard if not self.line else None)
+        if self.tail:
+            current.append(" " if self.line else "")
+            current.append(" ".join(self.tail), style="dim italic")
+        return Group(current, self._status())
+
+    def _refresh(self) -> None:
+        self.live.update(self._render(), refresh=True)
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Print the current line above the live region: it stays in the terminal's history."""
+        if self.line:
+            self.console.print(self._line_text(self.line), soft_wrap=False, overflow="fold")
+            self.line = []
+
+    def phoneme(self, p: Phoneme) -> None:
+        width = max(self.console.width, _TIME_WIDTH + 8)
+        if self.line and cell_len(self._line_text(self.line + [p]).plain) > width:
+            self._flush()
+        self.line.append(p)
+        self.count += 1
+        self.heard = max(self.heard, p.committed_at)
+        self.delay = p.committed_at - p.end
+        self._refresh()
+
+    def partial(self, event: Partial) -> None:
+        self.tail = list(event.phonemes)
+        self.heard = max(self.heard, event.received)
+        self._refresh()
+
+    def endpoint(self, event: Endpoint) -> None:
+        """An utterance ended: its last line is finished, and a dim rule says so."""
+        self._flush()
+        self.console.print(Text(f"{'':{_TIME_WIDTH}}-- end of utterance {event.utterance} "
+                                f"({event.start:.2f}-{event.end:.2f} s)", style="dim"))
+        self._refresh()
+
+    def close(self) -> None:
+        """Print the last line and remove the live region (the transcript stays on screen)."""
+        self.tail = []
+        self._flush()
+        self.live.stop()
+
 
 class EventPrinter:
-    """Prints a stream's events as they arrive: live view, plain lines or JSON Lines."""
+    """Prints a stream's events as they arrive: live view, plain lines or JSON Lines.
+
+    Args:
+        json_lines: one JSON object per event instead of the human-readable forms.
+        symbol: maps each phoneme symbol for display (``phonestream.phones.to_ipa`` for ``--ipa``);
+            also applied to the summary's ``phoneme_string`` and ``offline_string``.
+        min_confidence: committed phonemes below this confidence are not shown at all.
+    """
 
     def __init__(self, json_lines: bool = False, symbol: Callable[[str], str] = str,
                  min_confidence: float = 0.0) -> None:
         self.json_lines = json_lines
         self.symbol = symbol
         self.min_confidence = min_confidence
-        self.out = Console(highlight=False, soft_wrap=True)
+        self.out = Console(highlight=False)
         self.err = Console(stderr=True, highlight=False)
-        self._committed = Text()
-        self._tail: list[str] = []
-        self._live: Live | None = None
+        self._live: LiveView | None = None
+        self._header_done = False
         if not json_lines and self.out.is_terminal:
-            self._live = Live(self._render(), console=self.out, auto_refresh=False, transient=False)
-            self._live.start()
+            self._live = LiveView(self.out)
 
-    def _render(self) -> Text:
-        view = self._committed.copy()
-        if self._tail:
-            view.append(" ".join(self.symbol(s) for s in self._tail), style="dim italic")
-        return view
+    def _convert(self, event: Event) -> Event:
+        if self.symbol is str:
+            return event
+        if isinstance(event, Phoneme):
+            return Phoneme(**{**event.__dict__, "phoneme": self.symbol(event.phoneme)})
+        if isinstance(event, Partial):
+            return Partial([self.symbol(s) for s in event.phonemes], event.received)
+        if isinstance(event, Summary):
+            metrics = dict(event.metrics)
+            for key in ("phoneme_string", "offline_string"):
+                if isinstance(metrics.get(key), str):
+                    metrics[key] = " ".join(self.symbol(s) for s in metrics[key].split())
+            return Summary(metrics)
+        return event
+
+    def _plain(self, line: str) -> None:
+        if not self._header_done:
+            self._header_done = True
+            print(PLAIN_HEADER, flush=True)
+        print(line, flush=True)
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, Phoneme):
-            if event.confidence < self.min_confidence:
-                return
-            if self.symbol is not str:
-                event = Phoneme(**{**event.__dict__, "phoneme": self.symbol(event.phoneme)})
-        elif isinstance(event, Partial) and self.symbol is not str:
-            event = Partial([self.symbol(s) for s in event.phonemes], event.received)
+        if isinstance(event, Phoneme) and event.confidence < self.min_confidence:
+            return
+        event = self._convert(event)
         if self.json_lines:
             print(to_json(event), flush=True)
             return
-        if isinstance(event, Phoneme):
-            if self._live is not None:
-                self._committed.append(event.phoneme + " ", style="bold")
-            else:
-                print(f"{event.start:8.2f} {event.end:8.2f}  {event.phoneme:<4} {event.confidence:.2f}", flush=True)
-        elif isinstance(event, Partial):
-            self._tail = event.phonemes
-        elif isinstance(event, Endpoint):  # end of an utterance: a line break in the live view
-            if self._live is not None:
-                self._committed.append("\n")
-            else:
-                print(f"{'':8} {event.end:8.2f}  -- end of utterance {event.utterance} "
-                      f"({event.start:.2f}-{event.end:.2f} s)", flush=True)
-        elif isinstance(event, Summary):
+        if isinstance(event, Summary):
+            live = self._live is not None
             self.close()
-            print_summary(event.metrics, self.err if self._live is None else self.out)
-            return
-        if self._live is not None:
-            self._live.update(self._render(), refresh=True)
+            print_summary(event.metrics, self.out if live else self.err)
+        elif self._live is not None:
+            if isinstance(event, Phoneme):
+                self._live.phoneme(event)
+            elif isinstance(event, Partial):
+                self._live.partial(event)
+            elif isinstance(event, Endpoint):
+                self._live.endpoint(event)
+        elif isinstance(event, Phoneme):
+            self._plain(f"{event.start:8.2f} {event.end:8.2f}  {event.phoneme:<7} {event.confidence:.2f}")
+        elif isinstance(event, Endpoint):
+            self._plain(f"{'':8} {event.end:8.2f}  -- end of utterance {event.utterance} "
+                        f"({event.start:.2f}-{event.end:.2f} s)")
 
     def close(self) -> None:
         """Stop the live view (leaving the committed phonemes on screen)."""
         if self._live is not None:
-            self._tail = []
-            self._live.update(self._render(), refresh=True)
-            self._live.stop()
+            self._live.close()
             self._live = None
 
     def error(self, message: str) -> None:
