@@ -133,6 +133,8 @@ def _run_stream(recognizer: Recognizer, source: Iterable[np.ndarray], printer: E
                 printer(event)
     except KeyboardInterrupt:
         pass  # the microphone is stopped with Ctrl-C: finish and summarise what was heard
+    except BrokenPipeError:
+        _pipe_closed()
     except USER_ERRORS as err:
         for event in stream.finish(offline=False)[:-1]:
             printer(event)
@@ -147,11 +149,24 @@ def main() -> None:
     """Live phoneme recognition with wav2vec2-family CTC models."""
 
 
+def _pipe_closed() -> None:
+    """The reader of stdout went away (``phonestream stream ... | head``): stop quietly, exit 0."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+    except OSError:
+        pass
+    sys.exit(0)
+
+
 def _handles_errors(func: Callable) -> Callable:
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except BrokenPipeError:
+            _pipe_closed()
         except USER_ERRORS as err:
             _fail(str(err))
 
