@@ -266,19 +266,12 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
 def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
           phones_column, fold, limit, where_, feed_ms, baselines, decoders, json_out, decoding) -> None:
     """Phone error rate of streaming and offline decoding on a labelled MANIFEST.tsv."""
-    import re
-
     from rich.progress import track
 
     from .baselines import BASELINES
-    from .evaluate import evaluate, parse_decoders, read_manifest
+    from .evaluate import Where, evaluate, parse_decoders, read_manifest
 
-    where = None
-    if where_:
-        column, _, pattern = where_.partition("=")
-        regex = re.compile(pattern)
-        where = lambda row: bool(regex.search(row.get(column, "") or ""))  # noqa: E731
-    items, skipped = read_manifest(manifest, phones_column, limit, where)
+    items, skipped = read_manifest(manifest, phones_column, limit, Where.parse(where_) if where_ else None)
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
     configs = parse_decoders(decoders, recognizer) if decoders else None

@@ -13,6 +13,7 @@ or wrong against the reference (:mod:`phonestream.confidence`) to score its conf
 from __future__ import annotations
 
 import csv
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,33 @@ from .phones import FOLDINGS
 
 class ManifestError(ValueError):
     """A manifest that cannot be used (one-line message for the user)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """A row filter ``COLUMN=REGEX``: keeps rows whose ``COLUMN`` matches ``REGEX`` (``re.search``)."""
+
+    column: str
+    regex: re.Pattern
+
+    @classmethod
+    def parse(cls, text: str) -> Where:
+        """``"id=_[0-4]$"`` -> ``Where("id", re.compile("_[0-4]$"))``.
+
+        Raises:
+            ManifestError: no ``=``, no column name, or a regular expression that does not compile.
+        """
+        column, sep, pattern = text.partition("=")
+        if not sep or not column.strip():
+            raise ManifestError(f"--where takes COLUMN=REGEX (e.g. id='_[0-4]$'), got {text!r}")
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ManifestError(f"--where {text!r}: bad regular expression: {err}") from None
+        return cls(column.strip(), regex)
+
+    def __call__(self, row: dict[str, str]) -> bool:
+        return bool(self.regex.search(row.get(self.column) or ""))
 
 
 @dataclass(frozen=True)
@@ -58,10 +86,13 @@ def read_manifest(path: str | Path, phones_column: str = "phones", limit: int | 
             raise ManifestError(f"{path} has no 'audio' or 'wav' column (columns: {', '.join(columns) or 'none'})")
         if phones_column not in columns:
             raise ManifestError(f"{path} has no {phones_column!r} column (columns: {', '.join(columns)})")
-        items, skipped = [], 0
+        if isinstance(where, Where) and where.column not in columns:
+            raise ManifestError(f"--where: {path} has no {where.column!r} column (columns: {', '.join(columns)})")
+        items, skipped, matched = [], 0, 0
         for i, row in enumerate(reader):
             if where is not None and not where(row):
                 continue
+            matched += 1
             phones = (row.get(phones_column) or "").split()
             if not phones:
                 skipped += 1
@@ -69,6 +100,9 @@ def read_manifest(path: str | Path, phones_column: str = "phones", limit: int | 
             items.append(Item(row.get("id") or str(i), path.parent / row[audio_col], phones))
             if limit is not None and len(items) >= limit:
                 break
+    if where is not None and not matched:
+        shown = f"{where.column}={where.regex.pattern}" if isinstance(where, Where) else "the filter"
+        raise ManifestError(f"no row of {path} matches --where {shown}")
     if not items:
         raise ManifestError(f"{path} has no rows with phones in column {phones_column!r}")
     return items, skipped
@@ -232,4 +266,4 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     }
 
 
-__all__ = ["Item", "ManifestError", "read_manifest", "evaluate", "stream_file", "replay_file", "parse_decoders"]
+__all__ = ["Item", "ManifestError", "Where", "read_manifest", "evaluate", "stream_file", "replay_file", "parse_decoders"]
