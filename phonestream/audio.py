@@ -8,11 +8,13 @@ that machines without an audio stack can still run everything else.
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 import numpy as np
 import soundfile as sf
@@ -21,6 +23,32 @@ import soxr
 
 class AudioError(ValueError):
     """Audio could not be read or used (one-line message for the user)."""
+
+
+class AudioTooLarge(AudioError):
+    """Audio longer than the caller allows (found from the file's header, before decoding it)."""
+
+
+# A file on disk, its bytes in memory, or an open binary file (e.g. an HTTP upload).
+AudioSource = Union[str, Path, bytes, BinaryIO]
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an audio file's header says, read without decoding its samples."""
+
+    sample_rate: int
+    channels: int
+    frames: int | None  # None: the header does not say (e.g. a FLAC written as a stream)
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.frames is None else self.frames / self.sample_rate
+
+    @property
+    def decoded_bytes(self) -> int | None:
+        """Memory the samples take decoded as float32 with every channel."""
+        return None if self.frames is None else self.frames * self.channels * 4
 
 
 PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
@@ -53,13 +81,98 @@ def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
         raise AudioError(f"audio path is a folder, not a file: {path}")
     if path.stat().st_size == 0:
         raise AudioError(f"audio file is empty: {path}")
+    return decode_audio(path, sample_rate, name=f"audio file {path}")
+
+
+def _open(source: AudioSource, name: str) -> sf.SoundFile:
+    """Open ``source`` with libsndfile (reads the header only).
+
+    Raises:
+        AudioError: nothing to read, or data libsndfile cannot decode.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if not len(source):
+            raise AudioError(f"{name} is empty")
+        source = io.BytesIO(source)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"cannot decode audio file {path}: {str(err).splitlines()[0]}") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"audio file has no samples: {path}")
-    return resample(to_mono(data), rate, sample_rate)
+        return sf.SoundFile(source if not isinstance(source, Path) else str(source))
+    except sf.LibsndfileError as err:
+        # its str() names the file object ("<_io.BytesIO object at 0x...>"); the reason alone is enough
+        raise AudioError(f"cannot decode {name}: {err.error_string.splitlines()[0]}") from None
+    except (RuntimeError, TypeError, ValueError) as err:
+        raise AudioError(f"cannot decode {name}: {str(err).splitlines()[0]}") from None
+
+
+def _checked(f: sf.SoundFile, name: str, max_seconds: float | None, max_channels: int | None) -> AudioInfo:
+    # libsndfile reports an unknown length as the largest count it has
+    info = AudioInfo(int(f.samplerate), int(f.channels), int(f.frames) if f.frames < 1 << 62 else None)
+    if max_channels is not None and info.channels > max_channels:
+        raise AudioError(f"{name} has {info.channels} channels; at most {max_channels} are accepted")
+    if max_seconds is not None and info.seconds is not None and info.seconds > max_seconds:
+        raise AudioTooLarge(f"{name} is {info.seconds:.1f} s long ({info.decoded_bytes / 2**20:.0f} MiB decoded), "
+                            f"over the limit of {max_seconds:g} s")
+    return info
+
+
+def audio_info(source: AudioSource, name: str = "audio", max_seconds: float | None = None,
+               max_channels: int | None = None) -> AudioInfo:
+    """Rate, channels and length from the header of ``source``, without decoding the samples.
+
+    Raises:
+        AudioError: unreadable data or more than ``max_channels`` channels.
+        AudioTooLarge: longer than ``max_seconds``.
+    """
+    with _open(source, name) as f:
+        return _checked(f, name, max_seconds, max_channels)
+
+
+def audio_blocks(source: AudioSource, sample_rate: int, block_s: float = 1.0, *, name: str = "audio",
+                 max_seconds: float | None = None, max_channels: int | None = None) -> Iterator[np.ndarray]:
+    """Decode ``source`` a block at a time as mono float32 at ``sample_rate`` (streamed soxr resampling,
+    which gives the same samples as :func:`resample` on the whole signal). The header is checked against
+    the limits before any sample is decoded, and the frames actually decoded are counted too, so a header
+    that understates the length cannot get past ``max_seconds``. Memory stays at one block.
+
+    Raises:
+        AudioError: unreadable, empty or corrupt data, too many channels.
+        AudioTooLarge: longer than ``max_seconds``.
+    """
+    with _open(source, name) as f:
+        info = _checked(f, name, max_seconds, max_channels)
+        limit = None if max_seconds is None else int(max_seconds * info.sample_rate)
+        convert = StreamResampler(info.sample_rate, sample_rate)
+        frames = 0
+        try:
+            step = max(1, int(block_s * info.sample_rate))
+            # read() until it comes back empty rather than blocks(): that seeks, which fails when the
+            # header does not give the length
+            while len(block := f.read(step, dtype="float32", always_2d=True)):
+                frames += len(block)
+                if limit is not None and frames > limit:
+                    raise AudioTooLarge(f"{name} is longer than the limit of {max_seconds:g} s")
+                yield convert(block)
+        except sf.LibsndfileError as err:
+            raise AudioError(f"cannot decode {name}: {err.error_string.splitlines()[0]}") from None
+        except (RuntimeError, ValueError) as err:
+            raise AudioError(f"cannot decode {name}: {str(err).splitlines()[0]}") from None
+        if frames == 0:
+            raise AudioError(f"{name} has no samples")
+        yield convert(np.zeros((0, info.channels), np.float32), last=True)
+
+
+def decode_audio(source: AudioSource, sample_rate: int, *, name: str = "audio", max_seconds: float | None = None,
+                 max_channels: int | None = None) -> np.ndarray:
+    """A whole audio file (path, bytes or binary file) as mono float32 at ``sample_rate``; see
+    :func:`audio_blocks` for the limits. Channels are mixed block by block, so the peak memory is the
+    mono signal, not every channel of it.
+
+    Raises:
+        AudioError: unreadable, empty or corrupt data, too many channels.
+        AudioTooLarge: longer than ``max_seconds``.
+    """
+    blocks = [b for b in audio_blocks(source, sample_rate, 10.0, name=name, max_seconds=max_seconds,
+                                      max_channels=max_channels) if len(b)]
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 def pieces(samples: np.ndarray, piece_samples: int) -> Iterator[np.ndarray]:

@@ -45,9 +45,15 @@ def encode(samples: np.ndarray, fmt: str) -> bytes:
 
 
 def with_token(url: str, token: str | None) -> str:
+    """``url`` with ``?token=`` (what a browser must do; other clients send :func:`auth_headers`)."""
     if not token:
         return url
     return url + ("&" if "?" in url else "?") + "token=" + token
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    """The token as an ``Authorization: Bearer`` header: unlike a query string, never in access logs."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def http_url(ws_url: str, path: str) -> str:
@@ -105,7 +111,8 @@ async def stream_audio(url: str, make_source: Callable[[int], Iterable[np.ndarra
 
     result = StreamResult()
     try:
-        ws = await connect(with_token(url, token), max_size=None, open_timeout=open_timeout, compression=None)
+        ws = await connect(url, max_size=None, open_timeout=open_timeout, compression=None,
+                           additional_headers=auth_headers(token))
     except InvalidStatus as err:
         raise ClientError(f"server refused the connection (HTTP {err.response.status_code}): wrong or missing "
                           "token, or a page from another origin") from None
@@ -227,7 +234,8 @@ def looped(path: str | Path, rate: int, seconds: float) -> np.ndarray:
 
 
 def _health(url: str, token: str | None) -> dict[str, Any]:
-    with urllib.request.urlopen(with_token(http_url(url, "/health"), token), timeout=10) as resp:
+    request = urllib.request.Request(http_url(url, "/health"), headers=auth_headers(token))
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
 

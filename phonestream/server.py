@@ -18,14 +18,14 @@ import asyncio
 import contextlib
 import dataclasses
 import hmac
-import io
 import ipaddress
 import json
+import logging
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from starlette.applications import Starlette
@@ -35,7 +35,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .audio import PCM_FORMATS, AudioError, StreamResampler, resample, to_mono
+from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
 from .engine import Recognizer
 from .models.base import CTCModel
 from .protocol import ConfigInvalid, parse_config
@@ -43,8 +43,11 @@ from .scheduler import BatchScheduler, Close, Session, error_json
 from .streaming import ConfigError, StreamConfig
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+log = logging.getLogger(__name__)
 
 OFFLINE_UPLOAD_MAX_S = 120.0
+MAX_CHANNELS = 8  # in a config message and in an uploaded file
+UPLOAD = "the uploaded audio"  # how errors name an upload
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
 POLICY = 1008  # a malformed or unexpected message, a bad token
@@ -81,6 +84,8 @@ class ServerSettings:
     max_batch: int = 64
     max_wait_ms: float = 10.0
     limits: Limits = field(default_factory=Limits)
+    max_connections: int = 1000  # open TCP connections at once (any kind); more are answered 503 and closed
+    request_timeout_s: float = 10.0  # a connection must send a complete request head within this
 
 
 def is_loopback(host: str) -> bool:
@@ -110,6 +115,14 @@ class ProtocolError(Exception):
     def __init__(self, message: str, code: int = POLICY) -> None:
         super().__init__(message)
         self.code = code
+
+
+class UploadError(Exception):
+    """An HTTP upload that cannot be used: report ``message`` with HTTP ``status``."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -162,22 +175,22 @@ class App:
     # -- access --------------------------------------------------------------------------------------
 
     def _authorized(self, conn: Request | WebSocket) -> bool:
+        """The token from ``Authorization: Bearer`` (what ``phonestream client`` sends), else from
+        ``?token=`` (all a browser's WebSocket can send; the access log redacts it)."""
         token = self.settings.token
         if not token:
             return True
-        given = conn.query_params.get("token") or ""
         auth = conn.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            given = given or auth[7:].strip()
+        given = auth[7:].strip() if auth.lower().startswith("bearer ") else conn.query_params.get("token") or ""
         return hmac.compare_digest(given.encode(), token.encode())
 
     def _origin_ok(self, conn: Request | WebSocket) -> bool:
-        """Browsers send Origin on WebSocket connections and are not stopped by CORS there: accept only
-        pages served by this server (or listed with --allow-origin), so another site cannot use it."""
+        """Browsers send Origin on WebSocket connections (not stopped by CORS) and on cross-site POSTs
+        (a "simple" request reaches the server before CORS applies): accept only the allow-list. Never
+        the Host header: a page on a DNS-rebound name sends a Host equal to its own Origin. Requests
+        without an Origin are not from a web page (curl, ``phonestream client``)."""
         origin = conn.headers.get("origin")
-        if not origin or origin in self.settings.allow_origins:
-            return True
-        return urlsplit(origin).netloc == conn.headers.get("host")
+        return origin is None or origin.rstrip("/").lower() in allowed_origins(self.settings)
 
     # -- HTTP ----------------------------------------------------------------------------------------
 
@@ -202,58 +215,106 @@ class App:
 
         ``?mode=stream`` (default) runs it through the live engine, batched fairly with the live streams;
         ``?mode=offline`` decodes the whole file at once (the offline reference, one long model call).
+        An upload holds one of the ``max_streams`` places while it runs, and its length and channels are
+        checked from the file's header before any sample is decoded.
         """
+        if not self._origin_ok(request):
+            return _bad("a page from another origin may not use this server (see --allow-origin)", 403)
         if not self._authorized(request):
             return JSONResponse({"type": "error", "message": "missing or wrong token"}, status_code=401)
         mode = request.query_params.get("mode", "stream")
         if mode not in ("stream", "offline"):
             return _bad(f"unknown mode {mode!r}; use stream or offline")
+        if self.active >= self.limits.max_streams:
+            self.rejected_busy += 1
+            return _bad(f"server busy: it already serves {self.limits.max_streams} streams and uploads "
+                        "(its --max-streams); try again later", 503)
+        self.active += 1
         try:
             data = await self._read_upload(request)
-            audio = await asyncio.to_thread(decode_audio_bytes, data, self.model.sample_rate)
-        except ProtocolError as err:
-            return _bad(str(err), 413 if err.code == TOO_BIG else 400)
+            info = audio_info(data, UPLOAD, self.limits.max_stream_s, MAX_CHANNELS)
+            if mode == "offline":
+                if info.seconds is not None and info.seconds > OFFLINE_UPLOAD_MAX_S:
+                    # one offline pass holds the shared model worker: keep it short, or the live streams stall
+                    return _bad(f"mode=offline takes at most {OFFLINE_UPLOAD_MAX_S:g} s of audio; use mode=stream",
+                                413)
+                return await self._transcribe_offline(data)
+            return await self._transcribe_stream(data)
+        except UploadError as err:
+            return _bad(str(err), err.status)
+        except AudioTooLarge as err:
+            return _bad(f"{err} (the server's --max-stream-s)", 413)
         except AudioError as err:
             return _bad(str(err))
-        seconds = len(audio) / self.model.sample_rate
-        if seconds > self.limits.max_stream_s:
-            return _bad(f"audio of {seconds:.1f} s exceeds the server's limit of {self.limits.max_stream_s:g} s", 413)
-        if mode == "offline" and seconds > OFFLINE_UPLOAD_MAX_S:
-            # one offline pass holds the shared model worker: keep it short, or the live streams stall
-            return _bad(f"mode=offline takes at most {OFFLINE_UPLOAD_MAX_S:g} s of audio; use mode=stream", 413)
-        if mode == "offline":
-            t0 = time.perf_counter()
-            phonemes = await self.scheduler.run_job(lambda: self.recognizer.transcribe(audio))
-            compute = time.perf_counter() - t0
-            summary = {"mode": "offline", "model": self.model.description, "audio_s": round(seconds, 3),
-                       "compute_s": round(compute, 3), "phonemes": len(phonemes),
-                       "phoneme_string": " ".join(p.phoneme for p in phonemes)}
-            return JSONResponse({"phonemes": [p.to_dict() for p in phonemes], "summary": summary})
+        finally:
+            self.active -= 1
+
+    async def _transcribe_offline(self, data: bytes) -> Response:
+        rate = self.model.sample_rate
+        audio = await asyncio.to_thread(decode_audio, data, rate, name=UPLOAD, max_seconds=OFFLINE_UPLOAD_MAX_S,
+                                        max_channels=MAX_CHANNELS)
+        t0 = time.perf_counter()
+        phonemes = await self.scheduler.run_job(lambda: self.recognizer.transcribe(audio))
+        compute = time.perf_counter() - t0
+        summary = {"mode": "offline", "model": self.model.description, "audio_s": round(len(audio) / rate, 3),
+                   "compute_s": round(compute, 3), "phonemes": len(phonemes),
+                   "phoneme_string": " ".join(p.phoneme for p in phonemes)}
+        return JSONResponse({"phonemes": [p.to_dict() for p in phonemes], "summary": summary})
+
+    async def _transcribe_stream(self, data: bytes) -> Response:
+        """An upload through the live engine, as one more stream of the scheduler. It is decoded a chunk at
+        a time and kept only one window ahead of the model, so each batch holds at most one window of it
+        and a long upload cannot delay the live streams by more than that."""
         outbox: asyncio.Queue = asyncio.Queue()
         session = self.scheduler.open(self.recognizer.stream(partials=False), outbox)
+        streamer = session.stream.streamer
+        rate = self.model.sample_rate
+        blocks = audio_blocks(data, rate, streamer.chunk / rate, name=UPLOAD, max_seconds=self.limits.max_stream_s,
+                              max_channels=MAX_CHANNELS)
+        collector = asyncio.create_task(_collect(outbox))
         try:
-            self.scheduler.feed(session, audio)
-            self.scheduler.end(session)
-            phonemes, summary = [], None
-            while not isinstance(item := await outbox.get(), Close):
-                event = json.loads(item)
-                if event["type"] == "phoneme":
-                    phonemes.append(event)
-                elif event["type"] == "summary":
-                    summary = event
-                elif event["type"] == "error":
-                    return JSONResponse(event, status_code=500)
+            while not session._closed:
+                block = await asyncio.to_thread(next, blocks, None)
+                if block is None:
+                    self.scheduler.end(session)
+                    break
+                self.scheduler.feed(session, block)
+                while session.unprocessed >= streamer.chunk + streamer.right and not session._closed:
+                    await self.scheduler.wait_progress(session, 1.0)
+            phonemes, summary, error = await collector
         finally:
+            collector.cancel()
+            with contextlib.suppress(ValueError):  # still running in its thread if this request was cancelled
+                blocks.close()
             self.scheduler.close(session)
+        if error is not None:
+            return JSONResponse(error, status_code=500)
         return JSONResponse({"phonemes": phonemes, "summary": summary})
 
     async def _read_upload(self, request: Request) -> bytes:
+        """The uploaded file's bytes.
+
+        Raises:
+            UploadError: too big (413, before reading when Content-Length says so), stalled (408: nothing
+                for ``idle_timeout_s``, so a slow peer cannot hold a place), or a bad multipart form (400).
+        """
         limit = self.limits.max_upload_bytes
-        too_big = ProtocolError(f"upload exceeds the server's limit of {limit} bytes", TOO_BIG)
-        if int(request.headers.get("content-length") or 0) > limit:
+        too_big = UploadError(f"upload exceeds the server's limit of {limit} bytes (--max-upload-mb)", 413)
+        length = request.headers.get("content-length") or "0"
+        if not length.isdigit():
+            raise UploadError(f"bad Content-Length {length[:40]!r}")
+        if int(length) > limit:
             raise too_big
         body = bytearray()
-        async for piece in request.stream():
+        pieces = request.stream().__aiter__()
+        while True:
+            try:
+                piece = await asyncio.wait_for(pieces.__anext__(), self.limits.idle_timeout_s)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise UploadError(f"upload stalled: nothing received for {self.limits.idle_timeout_s:g} s "
+                                  "(the server's --idle-timeout-s)", 408) from None
             body += piece
             if len(body) > limit:
                 raise too_big
@@ -264,7 +325,7 @@ class App:
             form = await Request(request.scope, replay).form()
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
-                raise ProtocolError("multipart upload needs a file field named 'file'")
+                raise UploadError("multipart upload needs a file field named 'file'")
             return await upload.read()
         return bytes(body)
 
@@ -427,6 +488,22 @@ async def _send_error_and_close(ws: WebSocket, message: str, code: int) -> None:
         pass
 
 
+def allowed_origins(settings: ServerSettings) -> set[str]:
+    """Web origins whose pages may use the server: its own page at the address it listens on (all the
+    loopback names when it listens on loopback or on every address) plus ``--allow-origin``."""
+    host = settings.host.strip("[]")
+    hosts = {host} if host not in ("0.0.0.0", "::", "") else set()
+    if not hosts or is_loopback(host):
+        hosts |= {"127.0.0.1", "localhost", "::1"}
+    origins = {o.rstrip("/").lower() for o in settings.allow_origins}
+    for h in hosts:
+        netloc = f"[{h}]" if ":" in h else h
+        origins.add(f"http://{netloc}:{settings.port}")
+        if settings.port == 80:
+            origins.add(f"http://{netloc}")
+    return origins
+
+
 def _dumps(obj: dict[str, Any]) -> str:
     """Compact JSON, as the events are (phonestream.events.to_json)."""
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
@@ -436,27 +513,24 @@ def _bad(message: str, status: int = 400) -> JSONResponse:
     return JSONResponse({"type": "error", "message": message}, status_code=status)
 
 
-def decode_audio_bytes(data: bytes, sample_rate: int) -> np.ndarray:
-    """A whole audio file in memory (WAV, FLAC, OGG...) as mono float32 at ``sample_rate``.
-
-    Raises:
-        AudioError: empty, corrupt or unsupported data.
-    """
-    import soundfile as sf
-
-    if not data:
-        raise AudioError("the upload is empty")
-    try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
-        raise AudioError(f"cannot decode the uploaded audio: {str(err).splitlines()[0]}") from None
-    if samples.shape[0] == 0:
-        raise AudioError("the uploaded audio has no samples")
-    return resample(to_mono(samples), rate, sample_rate)
+async def _collect(outbox: asyncio.Queue) -> tuple[list[dict], dict | None, dict | None]:
+    """An upload's phoneme events, its summary and its error event (if any), up to the Close."""
+    phonemes, summary, error = [], None, None
+    while not isinstance(item := await outbox.get(), Close):
+        event = json.loads(item)
+        if event["type"] == "phoneme":
+            phonemes.append(event)
+        elif event["type"] == "summary":
+            summary = event
+        elif event["type"] == "error":
+            error = event
+    return phonemes, summary, error
 
 
 def uvicorn_server(app: App, log_level: str = "info"):
-    """A ``uvicorn.Server`` for the app with its settings (``.run()`` serves until stopped).
+    """A ``uvicorn.Server`` for the app with its settings (``.run()`` serves until stopped): connections
+    bounded and timed out (:func:`guarded_http_protocol`), tokens redacted from the logs and repeated
+    warnings rate-limited.
 
     Raises:
         ServerError: the bind is not allowed (see :func:`check_bind`).
@@ -465,10 +539,135 @@ def uvicorn_server(app: App, log_level: str = "info"):
 
     settings = app.settings
     check_bind(settings)
-    return uvicorn.Server(uvicorn.Config(
+    max_connections = _reserve_file_descriptors(settings.max_connections)
+    server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
+        http=guarded_http_protocol(max_connections, settings.request_timeout_s),
         ws_max_size=uvicorn_ws_max_size(settings.limits), ws_ping_interval=20, ws_ping_timeout=20,
-        timeout_graceful_shutdown=5))
+        timeout_keep_alive=5, timeout_graceful_shutdown=5))
+    install_log_filters()  # after uvicorn.Config, which configures its loggers
+    return server
+
+
+class RedactTokens(logging.Filter):
+    """Replaces the value of ``token=`` in logged request lines with ``***``: a browser's WebSocket can
+    only send the token in the query string, and uvicorn logs the path with its query."""
+
+    PATTERN = re.compile(r"((?:^|[?&])token=)[^&\s\"]*", re.IGNORECASE)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str) and "token=" in record.msg.lower():
+            record.msg = self.PATTERN.sub(r"\1***", record.msg)
+        return True
+
+
+class RateLimit(logging.Filter):
+    """Lets a warning or error with the same message through at most ``burst`` times per ``window_s``
+    seconds, then notes how many were left out, so hostile clients (bad requests, a flood of
+    connections) cannot fill the disk with the same line."""
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0) -> None:
+        super().__init__()
+        self.burst, self.window_s = burst, window_s
+        self._seen: dict[tuple[str, str], list] = {}  # (logger, message) -> [window start, count, left out]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        now = time.monotonic()
+        if len(self._seen) > 1000:  # bounded: forget old windows
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        entry = self._seen.setdefault((record.name, str(record.msg)), [now, 0, 0])
+        if now - entry[0] >= self.window_s:
+            if entry[2]:
+                record.msg = f"{record.msg} ({entry[2]} more like this in the last {self.window_s:g} s not logged)"
+            entry[:] = [now, 0, 0]
+        entry[1] += 1
+        if entry[1] > self.burst:
+            entry[2] += 1
+            return False
+        return True
+
+
+def install_log_filters() -> None:
+    """Add :class:`RedactTokens` and :class:`RateLimit` to uvicorn's and asyncio's loggers (once)."""
+    for name in ("uvicorn.access", "uvicorn.error", "asyncio", "phonestream.server"):
+        logger = logging.getLogger(name)
+        for kind in (RedactTokens, RateLimit):
+            if not any(isinstance(f, kind) for f in logger.filters):
+                logger.addFilter(kind())
+
+
+def _reserve_file_descriptors(max_connections: int) -> int:
+    """Raise the soft open-file limit so ``max_connections`` fit below it with room to spare (the server
+    stays able to accept and answer /health); if the hard limit is too low, fewer connections."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: trust the setting
+        return max_connections
+    spare = 64
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + spare
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < want:
+        fewer = max(1, soft - spare)
+        log.warning("the open-file limit (%d) allows %d connections, not --max-connections %d",
+                    soft, fewer, max_connections)
+        return fewer
+    return max_connections
+
+
+def guarded_http_protocol(max_connections: int, request_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (h11) with two guards against peers that hold connections open:
+
+    - at most ``max_connections`` open at once (HTTP and WebSocket): the next one is answered
+      ``503`` and closed before it costs anything, so file descriptors never run out;
+    - a connection must send a complete request head within ``request_timeout_s`` of opening (or of
+      its previous response): silent peers and half-sent handshakes are closed. Once a WebSocket is
+      open, the app's idle timeout and the pings take over.
+    """
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    body = error_json(f"server busy: {max_connections} connections open; try again later").encode()
+    busy = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    class GuardedH11Protocol(H11Protocol):
+        _guard: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                log.warning("refused a connection: %d open (--max-connections)", max_connections)
+                transport.write(busy)
+                transport.close()
+                return
+            self._seen_scope = None
+            self._guard = self.loop.call_later(request_timeout_s, self._check_request)
+
+        def _check_request(self) -> None:
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closed, or upgraded to a WebSocket
+            waiting = self.cycle is None or self.cycle.response_complete
+            if waiting and self.scope is self._seen_scope:  # no new request head for a whole period
+                log.debug("closed a connection that sent no request for %g s", request_timeout_s)
+                self.transport.close()
+                return
+            self._seen_scope = self.scope
+            self._guard = self.loop.call_later(request_timeout_s, self._check_request)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._guard is not None:
+                self._guard.cancel()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
 
 
 def uvicorn_ws_max_size(limits: Limits) -> int:
@@ -477,4 +676,4 @@ def uvicorn_ws_max_size(limits: Limits) -> int:
     return 4 * limits.max_message_bytes + 4096
 
 
-__all__ = ["App", "Limits", "ServerError", "ServerSettings", "check_bind", "decode_audio_bytes", "uvicorn_server"]
+__all__ = ["App", "Limits", "ServerError", "ServerSettings", "check_bind", "uvicorn_server"]
