@@ -421,12 +421,14 @@ __all__ = ["main", "print_summary"]
 
 
 def _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_message_bytes, max_stream_s,
-                     max_streams, idle_timeout_s, max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms):
+                     max_streams, idle_timeout_s, max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms,
+                     max_connections=1000, request_timeout_s=10.0):
     from .server import Limits, ServerSettings, check_bind
 
     settings = ServerSettings(host, port, token, allow_insecure_bind, tuple(allow_origin), max_batch, max_wait_ms,
                               Limits(max_message_bytes, max_stream_s, max_streams, idle_timeout_s,
-                                     int(max_upload_mb * (1 << 20)), min_chunk_ms, max_window_ms))
+                                     int(max_upload_mb * (1 << 20)), min_chunk_ms, max_window_ms),
+                              max_connections=max_connections, request_timeout_s=request_timeout_s)
     check_bind(settings)  # before the (slow) model load
     return settings
 
@@ -437,9 +439,12 @@ def _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_m
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--token", default=None, envvar="PHONESTREAM_TOKEN",
-              help="Secret every connection must give (?token=... or 'Authorization: Bearer ...').")
+              help="Secret every connection must give ('Authorization: Bearer ...', or ?token=... from browsers; "
+                   "redacted in the log).")
 @click.option("--allow-insecure-bind", is_flag=True, help="Allow a non-loopback --host without --token.")
-@click.option("--allow-origin", multiple=True, help="Another web origin whose pages may connect (repeatable).")
+@click.option("--allow-origin", multiple=True,
+              help="Another web origin whose pages may use /ws and /transcribe, e.g. http://myhost:8765 "
+                   "(repeatable; the server's own loopback origins are always allowed).")
 @click.option("--max-message-bytes", default=1 << 20, show_default=True, type=click.IntRange(1024))
 @click.option("--max-stream-s", default=3600.0, show_default=True, type=click.FloatRange(1), help="Audio per stream.")
 @click.option("--max-streams", default=64, show_default=True, type=click.IntRange(1), help="Live streams at once.")
@@ -450,12 +455,17 @@ def _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_m
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1), help="Windows per forward pass.")
 @click.option("--max-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0),
               help="How long a ready window waits for others to join its batch.")
+@click.option("--max-connections", default=1000, show_default=True, type=click.IntRange(1),
+              help="Open TCP connections at once; more are answered 503 and closed.")
+@click.option("--request-timeout-s", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="A connection that sends no complete request head for this long is closed.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @_handles_errors
 def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, decoding, host, port,
           token, allow_insecure_bind, allow_origin, max_message_bytes, max_stream_s, max_streams, idle_timeout_s,
-          max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms, log_level) -> None:
+          max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms, max_connections, request_timeout_s,
+          log_level) -> None:
     """Serve live phonemes over WebSocket (/ws), file uploads (POST /transcribe), /health and a web page (/).
 
     --model random-base serves a randomly initialised wav2vec2-base-sized model (load tests)."""
@@ -464,7 +474,7 @@ def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, le
     try:
         settings = _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_message_bytes,
                                     max_stream_s, max_streams, idle_timeout_s, max_upload_mb, min_chunk_ms,
-                                    max_window_ms, max_batch, max_wait_ms)
+                                    max_window_ms, max_batch, max_wait_ms, max_connections, request_timeout_s)
     except ServerError as err:
         _fail(str(err))
     if model == "random-base":
@@ -563,12 +573,21 @@ def client(file, mic, url, token, realtime, pcm_format, feed_ms, chunk_ms, left_
 @click.option("--left-ms", default=None, type=int)
 @click.option("--right-ms", default=None, type=int)
 @click.option("--token", default=None, envvar="PHONESTREAM_TOKEN")
+@click.option("--soak", "soak_minutes", default=None, type=click.FloatRange(0.1),
+              help="Soak test: --streams N real-time streams (each reconnecting after --seconds) for MINUTES, with "
+                   "hostile clients alongside; reports server RSS, errors, dropped audio, delay.")
+@click.option("--bad-per-s", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="With --soak: hostile clients started per second (0: none, the idle comparison).")
+@click.option("--seed", default=0, show_default=True, help="With --soak: seed of the hostile clients.")
 @click.option("--json", "json_out", is_flag=True)
-def loadtest(url, streams_, seconds, file_, pcm_format, feed_ms, chunk_ms, left_ms, right_ms, token,
-             json_out) -> None:
+def loadtest(url, streams_, seconds, file_, pcm_format, feed_ms, chunk_ms, left_ms, right_ms, token, soak_minutes,
+             bad_per_s, seed, json_out) -> None:
     """Stream N real-time clients at once; per N: emission delay, real-time lag, audio dropped."""
     from . import client as net
 
+    if soak_minutes is not None:
+        _soak(net, url, streams_, soak_minutes, seconds, file_, pcm_format, token, bad_per_s, seed, json_out)
+        return
     try:
         counts = net.parse_streams(streams_)
         rows = net.loadtest(url, counts, seconds, file_ or net.SAMPLE, feed_ms, pcm_format,
@@ -590,3 +609,31 @@ def loadtest(url, streams_, seconds, file_, pcm_format, feed_ms, chunk_ms, left_
     for r in rows:
         if r["error_sample"]:
             click.echo(f"{r['streams']} streams: first error: {r['error_sample']}", err=True)
+
+
+def _soak(net, url, streams_, minutes, seconds, file_, pcm_format, token, bad_per_s, seed, json_out) -> None:
+    """``loadtest --soak``: one long round with hostile clients; prints a summary table and the answers."""
+    try:
+        counts = net.parse_streams(streams_)
+        if len(counts) != 1:
+            raise ValueError(f"--soak takes one number of streams (--streams N), got {streams_!r}")
+        r = net.soak(url, minutes, counts[0], seconds, file_ or net.SAMPLE, pcm_format, token, bad_per_s, seed,
+                     on_progress=None if json_out else lambda line: click.echo(line, err=True))
+    except (net.ClientError, *USER_ERRORS) as err:
+        _fail(str(err))
+    if json_out:
+        click.echo(json.dumps(r))
+        return
+    print_rows([{"streams": r["streams"], "minutes": r["minutes"], "good conns": r["good_connections"],
+                 "bad clients": r["bad_clients"], "unanswered": len(r["unanswered"]), "errors": r["errors"],
+                 "dropped s": r["dropped_s"], "delay s": r["emission_delay_s"], "lag s": r["lag_s"],
+                 "RSS start / 1st min / end / max MB": f"{r['rss_start_mb']} / {r['rss_first_minute_mb']} / "
+                                                       f"{r['rss_end_mb']} / {r['rss_max_mb']}",
+                 "server ok": "yes" if r["server_ok"] else "NO"}],
+               f"soak {url}: {r['wall_s']} s, hostile clients {r['bad_per_s']}/s (seed {seed}); cells p50 / p95")
+    print_rows([{"bad client": kind, "answers": ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))}
+                for kind, answers in sorted(r["outcomes"].items())], "how the server answered the hostile clients")
+    for line in r["unanswered"][:10]:
+        click.echo(f"unanswered: {line}", err=True)
+    if r["error_sample"]:
+        click.echo(f"first good-stream error: {r['error_sample']}", err=True)

@@ -33,3 +33,74 @@ def test_stream_into_a_closed_pipe_ends_quietly(tiny_model_dir):
     assert proc.wait(timeout=120) == 0
     assert lines[0].split()[:3] == [b"start_s", b"end_s", b"phoneme"]
     assert proc.stderr.read().decode().strip() == ""
+
+
+def _save_with_processor(folder, tmp_path, rate: int, normalize: bool, how: str):
+    """A tiny wav2vec2 CTC checkpoint whose feature extractor is saved ``how``: by the processor
+    (``processor_config.json``, current transformers) or by the feature extractor alone
+    (``preprocessor_config.json``)."""
+    import json
+
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
+
+    from .conftest import VOCAB, tiny_config
+
+    Wav2Vec2ForCTC(tiny_config()).save_pretrained(folder)
+    vocab = tmp_path / f"vocab-{how}.json"
+    vocab.write_text(json.dumps({t: i for i, t in enumerate(VOCAB)}))
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=rate, do_normalize=normalize)
+    if how == "processor":
+        tokenizer = Wav2Vec2CTCTokenizer(str(vocab), pad_token="<pad>", unk_token="<pad>")
+        Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(folder)
+    else:
+        extractor.save_pretrained(folder)
+        (folder / "vocab.json").write_text(vocab.read_text())
+    return folder
+
+
+def test_feature_extractor_settings_are_read_both_ways(tmp_path):
+    import numpy as np
+    import torch
+
+    from phonestream.models import load_model
+
+    for how, written in (("processor", "processor_config.json"), ("extractor", "preprocessor_config.json")):
+        folder = _save_with_processor(tmp_path / how, tmp_path, 8000, False, how)
+        other = ({"processor_config.json", "preprocessor_config.json"} - {written}).pop()
+        assert (folder / written).is_file() and not (folder / other).exists()
+        model = load_model(str(folder))
+        assert (model.sample_rate, model.do_normalize) == (8000, False), how
+        window = np.random.default_rng(0).normal(0.3, 0.2, 8000).astype(np.float32)  # not zero-mean
+        with torch.inference_mode():
+            expected = torch.log_softmax(model.model(torch.from_numpy(window)[None]).logits, -1)[0].numpy()
+        np.testing.assert_allclose(model.log_probs_batch([window])[0], expected, atol=1e-5)  # not normalised
+        encoder = load_model(backbone=str(folder), vocab=_phones(tmp_path))
+        assert encoder.sample_rate == 8000, how
+    # the other way round: normalised at 16 kHz, as the extractor says
+    folder = _save_with_processor(tmp_path / "norm", tmp_path, 16000, True, "processor")
+    model = load_model(str(folder))
+    assert (model.sample_rate, model.do_normalize) == (16000, True)
+
+
+def test_stream_runs_at_the_checkpoints_rate(tmp_path, wav_file):
+    import json
+
+    folder = _save_with_processor(tmp_path / "m8k", tmp_path, 8000, False, "processor")
+    proc = phonestream("transcribe", wav_file, "-m", folder, "--json")
+    assert proc.returncode == 0, proc.stderr.decode()
+    summary = json.loads(proc.stdout.decode().splitlines()[-1])
+    assert summary["audio_s"] == 3.0 and "ForCTC" in summary["model"]
+
+
+def test_unreadable_feature_extractor_is_one_line(tmp_path):
+    folder = _save_with_processor(tmp_path / "bad", tmp_path, 8000, False, "extractor")
+    (folder / "preprocessor_config.json").write_text("{not json")
+    proc = phonestream("transcribe", SAMPLES / "LJ001-0002.flac", "-m", folder)
+    err = proc.stderr.decode().strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "feature extractor" in err, err
+
+
+def _phones(tmp_path):
+    path = tmp_path / "phones.txt"
+    path.write_text("AA\nB\nK\n")
+    return path

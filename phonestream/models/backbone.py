@@ -56,7 +56,7 @@ class HFEncoderBackbone(Backbone):
     def __init__(self, path: str, device: str = "cpu") -> None:
         from transformers import AutoConfig, AutoModel
 
-        from .hf import _conv_geometry, conv_num_frames
+        from .hf import _conv_geometry, conv_num_frames, feature_settings
 
         try:
             cfg = AutoConfig.from_pretrained(path)
@@ -68,12 +68,7 @@ class HFEncoderBackbone(Backbone):
         self._conv_num_frames = conv_num_frames
         self.frame_stride = int(np.prod(self._strides))
         self.dim = int(cfg.hidden_size)
-        self.sample_rate, self.do_normalize = 16000, True
-        pre = Path(path) / "preprocessor_config.json"
-        if pre.exists():
-            settings = json.loads(pre.read_text())
-            self.sample_rate = int(settings.get("sampling_rate", 16000))
-            self.do_normalize = bool(settings.get("do_normalize", True))
+        self.sample_rate, self.do_normalize = feature_settings(path)
         self.description = f"{type(self.model).__name__} encoder"
 
     def num_frames(self, n_samples: int) -> int:

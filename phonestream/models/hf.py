@@ -3,7 +3,9 @@
 The phoneme symbols and the blank come from the checkpoint's tokenizer vocabulary (``vocab.json``, as
 written by Wav2Vec2CTCTokenizer and Wav2Vec2PhonemeCTCTokenizer); the blank is the pad token, as in
 transformers' CTC training. The feature extractor's settings (sampling rate, ``do_normalize``) are
-honoured so that windows are prepared exactly as the checkpoint was trained.
+read the way transformers reads them (:func:`feature_settings`: ``preprocessor_config.json`` or the
+``processor_config.json`` that current ``Wav2Vec2Processor.save_pretrained`` writes) and honoured, so
+that windows are prepared exactly as the checkpoint was trained.
 """
 
 from __future__ import annotations
@@ -36,6 +38,41 @@ def conv_num_frames(n_samples: int, kernels: list[int], strides: list[int]) -> i
             return 0
         n = (n - k) // s + 1
     return n
+
+
+#: Settings assumed for a checkpoint that has no feature-extractor configuration at all.
+DEFAULT_SAMPLE_RATE, DEFAULT_DO_NORMALIZE = 16000, True
+
+
+def feature_settings(folder: str | Path) -> tuple[int, bool]:
+    """Sampling rate and ``do_normalize`` of a checkpoint's feature extractor (a folder or a hub id).
+
+    Loaded with ``AutoFeatureExtractor``, so every file layout transformers reads is honoured
+    (``preprocessor_config.json``, or ``processor_config.json`` with the settings nested under
+    ``feature_extractor``). A folder with neither gets 16000 Hz and normalisation, the wav2vec2 defaults.
+
+    Raises:
+        ModelError: a feature-extractor configuration exists but cannot be read.
+    """
+    from transformers import AutoFeatureExtractor
+
+    local = Path(folder)
+    if local.is_dir() and not any((local / f).is_file() for f in ("preprocessor_config.json",
+                                                                  "processor_config.json")):
+        return DEFAULT_SAMPLE_RATE, DEFAULT_DO_NORMALIZE
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(str(folder))
+    except OSError:
+        if local.is_dir():
+            raise ModelError(f"cannot read the feature extractor settings of {folder}") from None
+        return DEFAULT_SAMPLE_RATE, DEFAULT_DO_NORMALIZE  # a hub checkpoint without one
+    except Exception as err:  # JSON, type and lookup errors: one line for the user
+        raise ModelError(f"cannot read the feature extractor settings of {folder}: "
+                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    rate = getattr(extractor, "sampling_rate", None)
+    if not isinstance(rate, int) or rate <= 0:
+        raise ModelError(f"the feature extractor of {folder} has no valid sampling_rate ({rate!r})")
+    return rate, bool(getattr(extractor, "do_normalize", DEFAULT_DO_NORMALIZE))
 
 
 def load_vocabulary(folder: Path, config) -> Vocabulary:
@@ -137,10 +174,5 @@ def load_hf_ctc(name: str, device: str = "cpu") -> HFCTCModel:
     head_size = model.lm_head.out_features
     if len(vocab) != head_size:
         raise ModelError(f"vocabulary of {name} has {len(vocab)} symbols but the CTC head has {head_size} outputs")
-    sample_rate, do_normalize = 16000, True
-    pre = folder / "preprocessor_config.json"
-    if pre.exists():
-        settings = json.loads(pre.read_text())
-        sample_rate = int(settings.get("sampling_rate", sample_rate))
-        do_normalize = bool(settings.get("do_normalize", do_normalize))
+    sample_rate, do_normalize = feature_settings(folder)
     return HFCTCModel(model, vocab, sample_rate, do_normalize, device)
