@@ -16,6 +16,7 @@ import asyncio
 import json
 import random
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -328,3 +329,185 @@ def parse_streams(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise ValueError(f"--streams takes positive numbers, got {text!r}")
     return values
+
+
+# -- soak: real-time streams with hostile clients alongside -----------------------------------------------
+
+
+# Config messages a broken or hostile client might send (each must get an error event and a close).
+BAD_CONFIGS = [
+    '{"type":"config","silence_db":"x"}', '{"type":"config","endpoint":5}', '{"type":"config","format":["s16le"]}',
+    '{"type":"config","endpoint":{"rule1_s":-1}}', '{"type":"config","lm_weight":"heavy"}',
+    '{"type":"config","max_utterance_s":Infinity}', '{"type":"config","chunk_ms":7}', '{"type":"config","beam":10000}',
+    '{"type":"config","lm":"/etc/passwd"}', '{"type":"config","no_such_key":1}', '[]', '{}', 'not json',
+    '{"type":"config","sample_rate":1}', '{"type":"config","channels":0}', '{"type":"config","lm_weight":1e308}',
+    "[" * 5000 + "]" * 5000,
+]
+BAD_KINDS = ("config", "binary_first", "odd_bytes", "oversized", "disconnect", "silent_tcp", "half_handshake",
+             "foreign_origin", "garbage_upload", "upload_bomb")
+
+
+def _bomb_flac() -> bytes:
+    """A 1 s FLAC whose header claims 8 hours of 8 channels (41 GiB as float32)."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    with sf.SoundFile(buf, "w", 48000, 8, format="FLAC") as f:
+        f.write(np.zeros((48000, 8), np.float32))
+    data = bytearray(buf.getvalue())
+    packed = int.from_bytes(data[18:26], "big") & ~((1 << 36) - 1) | 8 * 3600 * 48000
+    data[18:26] = packed.to_bytes(8, "big")
+    return bytes(data)
+
+
+async def bad_client(url: str, kind: str, rng: random.Random, token: str | None = None, hold_s: float = 30.0) -> str:
+    """Play one hostile client of ``kind`` (see :data:`BAD_KINDS`); returns how the server answered
+    (``"error 1008"``, ``"http 413"``, ``"closed"``...), or ``"UNANSWERED ..."`` when it did not."""
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    if kind in ("silent_tcp", "half_handshake"):  # held until the server closes it
+        reader, writer = await asyncio.open_connection(host, port)
+        if kind == "half_handshake":
+            writer.write(f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n".encode())
+        try:
+            data = await asyncio.wait_for(reader.read(), hold_s)
+            return "closed" if not data else f"answered {data[:12]!r}"
+        except asyncio.TimeoutError:
+            return f"UNANSWERED: still open after {hold_s:g} s"
+        finally:
+            writer.close()
+    if kind in ("garbage_upload", "upload_bomb"):
+        body = _bomb_flac() if kind == "upload_bomb" else rng.randbytes(rng.randint(1, 4096))
+        request = urllib.request.Request(http_url(url, "/transcribe"), data=body, headers=auth_headers(token))
+        try:
+            await asyncio.to_thread(urllib.request.urlopen, request, timeout=hold_s)
+            return "UNANSWERED: accepted"
+        except urllib.error.HTTPError as err:
+            return f"http {err.code}"
+    headers = auth_headers(token)
+    if kind == "foreign_origin":
+        try:
+            async with connect(url, origin="http://evil.example", additional_headers=headers, open_timeout=hold_s):
+                return "UNANSWERED: accepted"
+        except InvalidStatus as err:
+            return f"http {err.response.status_code}"
+    async with connect(url, max_size=None, additional_headers=headers, open_timeout=hold_s) as ws:
+        hello = json.loads(await ws.recv())
+        if hello.get("type") != "hello":
+            return f"error {hello.get('message', '')[:20]}"
+        if kind == "config":
+            await ws.send(rng.choice(BAD_CONFIGS))
+        elif kind == "binary_first":
+            await ws.send(rng.randbytes(rng.randint(1, 2000)))
+        else:
+            await ws.send(json.dumps({"type": "config", "format": "s16le"}))
+            json.loads(await ws.recv())  # ready
+            if kind == "odd_bytes":
+                await ws.send(rng.randbytes(2 * rng.randint(1, 500) + 1))
+            elif kind == "oversized":
+                await ws.send(bytes(int(hello["limits"]["max_message_bytes"]) + 2))
+            elif kind == "disconnect":
+                noise = (np.random.default_rng(rng.randint(0, 1 << 30)).normal(0, 0.1, 320) * 32767).astype("<i2")
+                for _ in range(rng.randint(1, 100)):
+                    await ws.send(noise.tobytes())
+                ws.transport.abort()
+                return "closed"
+        try:
+            async for text in ws:
+                event = json.loads(text)
+                if event.get("type") == "error":
+                    await ws.wait_closed()
+                    return f"error {ws.close_code}"
+        except ConnectionClosed:
+            pass
+        return f"closed {ws.close_code}"
+
+
+async def _soak(url: str, minutes: float, n: int, audio: np.ndarray, rate: int, fmt: str, token: str | None,
+                bad_per_s: float, seed: int, on_progress: Callable[[str], None] | None) -> dict[str, Any]:
+    deadline = time.perf_counter() + minutes * 60
+    step = max(1, rate * 20 // 1000)
+    results: list[StreamResult | str] = []
+    outcomes: dict[str, dict[str, int]] = {}
+    unanswered: list[str] = []
+    rss: list[tuple[float, float]] = []
+    t0 = time.perf_counter()
+
+    async def good(i: int) -> None:
+        await asyncio.sleep(random.Random(i).uniform(0, 1))
+        while time.perf_counter() + len(audio) / rate <= deadline:
+            try:
+                results.append(await asyncio.wait_for(
+                    stream_audio(url, lambda _rate: pieces(audio, step), fmt=fmt, realtime=True, token=token),
+                    timeout=2 * len(audio) / rate + 60))
+            except (ClientError, asyncio.TimeoutError) as err:
+                results.append(str(err) or "no summary in time")
+
+    async def bad(rng: random.Random) -> None:
+        kind = rng.choice(BAD_KINDS)
+        try:
+            outcome = await asyncio.wait_for(bad_client(url, kind, rng, token), 60)
+        except Exception as err:  # noqa: BLE001 - every failure of a hostile client is a result to count
+            outcome = f"client side {type(err).__name__}"
+        counts = outcomes.setdefault(kind, {})
+        label = outcome if not outcome.startswith("UNANSWERED") else "UNANSWERED"
+        counts[label] = counts.get(label, 0) + 1
+        if outcome.startswith("UNANSWERED"):
+            unanswered.append(f"{kind}: {outcome}")
+
+    async def monitor() -> None:
+        while True:
+            h = await asyncio.to_thread(_health, url, token)
+            rss.append((time.perf_counter() - t0, h["rss_mb"]))
+            if on_progress is not None:
+                on_progress(f"{rss[-1][0] / 60:.1f} min: server RSS {h['rss_mb']} MB, {h['streams']} streams, "
+                            f"{len(results)} good streams done, {sum(sum(c.values()) for c in outcomes.values())} "
+                            "bad clients")
+            await asyncio.sleep(10)
+
+    async def bad_stream() -> None:
+        if bad_per_s <= 0:
+            return
+        rng = random.Random(seed)
+        tasks = set()
+        while time.perf_counter() < deadline:
+            task = asyncio.create_task(bad(random.Random(rng.getrandbits(32))))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(rng.expovariate(bad_per_s))
+        await asyncio.gather(*tasks)
+
+    watcher = asyncio.create_task(monitor())
+    await asyncio.gather(bad_stream(), *(good(i) for i in range(n)))
+    watcher.cancel()
+    end = await asyncio.to_thread(_health, url, token)
+    rss.append((time.perf_counter() - t0, end["rss_mb"]))
+    first_minute = next((mb for t, mb in rss if t >= 60), rss[-1][1])
+    return {"results": results, "outcomes": outcomes, "unanswered": unanswered, "rss_start_mb": rss[0][1],
+            "rss_first_minute_mb": first_minute, "rss_end_mb": rss[-1][1], "rss_max_mb": max(mb for _, mb in rss),
+            "server_ok": end["status"] == "ok", "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def soak(url: str, minutes: float, streams: int = 8, seconds: float = 60.0, file: str | Path = SAMPLE,
+         fmt: str = "s16le", token: str | None = None, bad_per_s: float = 2.0, seed: int = 0,
+         on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """``streams`` real-time clients for ``minutes`` (each sends ``seconds`` of the looped recording, then
+    reconnects), with hostile clients (:data:`BAD_KINDS`, about ``bad_per_s`` a second, seeded) alongside.
+
+    Returns :func:`measure`'s figures over every good stream plus the server's RSS at the start, after the
+    first minute and at the end (from ``/health``), how each kind of bad client was answered, and the
+    bad clients the server left unanswered (must be none).
+    """
+    hello = _health(url, token)
+    rate = int(hello["sample_rate"])
+    audio = looped(file, rate, seconds)
+    out = asyncio.run(_soak(url, minutes, streams, audio, rate, fmt, token, bad_per_s, seed, on_progress))
+    results = out.pop("results")
+    row = measure(results, streams, hello["chunk_ms"] / 1000)
+    return {**row, "minutes": minutes, "bad_per_s": bad_per_s, "good_connections": len(results),
+            "bad_clients": sum(sum(c.values()) for c in out["outcomes"].values()), **out}

@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
+from .bench import rss_mb
 from .engine import Recognizer
 from .models.base import CTCModel
 from .protocol import ConfigInvalid, parse_config
@@ -208,6 +209,7 @@ class App:
             "largest_batch": self.scheduler.largest_batch, "model_busy_s": round(self.scheduler.busy_s, 3),
             "rejected_busy": self.rejected_busy, "uptime_s": round(time.time() - self.started, 1),
             "limits": asdict(self.limits), "token_required": bool(self.settings.token),
+            "rss_mb": round(rss_mb(), 1),
         }, status_code=200 if self.scheduler.alive else 503)
 
     async def transcribe(self, request: Request) -> Response:

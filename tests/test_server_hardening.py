@@ -377,3 +377,23 @@ def test_eval_where_errors_are_one_line(tmp_path, where, message):
     lines = result.output.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1 and message in lines[0], result.output
     assert lines[0].startswith("phonestream: error:") and isinstance(result.exception, SystemExit)
+
+
+# -- soak ----------------------------------------------------------------------------------------------
+
+
+def test_short_soak_answers_every_hostile_client_and_spares_the_good_stream(recognizer):
+    import dataclasses
+
+    # room for the hostile clients, so the good stream is never turned away as "server busy"
+    app = App(recognizer, ServerSettings(limits=dataclasses.replace(LIMITS, max_streams=32), request_timeout_s=1.0))
+    with running_server(app) as url:
+        r = net.soak(url, minutes=0.2, streams=1, seconds=4.0, bad_per_s=4.0, seed=1)
+    assert r["bad_clients"] >= 20 and len(r["outcomes"]) >= 6, r["outcomes"]
+    assert r["unanswered"] == [] and r["server_ok"]
+    assert r["good_connections"] >= 2 and r["errors"] == 0 and r["dropped_s"] == 0
+    assert r["emission_delay_s"]["p95"] is not None and r["rss_end_mb"] > 0
+    answers = {kind: set(a) for kind, a in r["outcomes"].items()}
+    assert answers.get("upload_bomb", {"http 413"}) == {"http 413"}
+    assert answers.get("foreign_origin", {"http 403"}) == {"http 403"}
+    assert answers.get("silent_tcp", {"closed"}) == {"closed"}
