@@ -23,7 +23,9 @@ posterior mass around those frames times its share of the non-blank mass (:meth:
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,18 +63,39 @@ class _Hyp:
         return _lae(self.pb, self.pnb)
 
 
+# The LM rows (weighted scores of every phoneme after one history) are cached and shared by every
+# stream that decodes with the same LM, vocabulary, weight and bonus (a server's streams): at most
+# LM_TABLES such tables, least recently used dropped first, each of at most LM_ROWS histories (a row is
+# ~1.3 KB for a 40-symbol vocabulary: about 5 MB per table, 20 MB in all). Bounded, so that clients
+# choosing a new lm_weight per stream cannot grow the server's memory.
+LM_TABLES = 4
+LM_ROWS = 4096
+
+
+@functools.lru_cache(maxsize=LM_TABLES)
+def lm_rows(lm: NgramLM, names: tuple[str, ...], weight: float, bonus: float
+            ) -> Callable[[tuple[int, ...]], list[float]]:
+    """The shared row function for an LM, the LM's names of the vocabulary's symbols, weight and bonus:
+    LM state (vocabulary ids, oldest first, -1 for ``<s>``) -> ``weight * ln P(symbol | state) + bonus``
+    per vocabulary id."""
+
+    @functools.lru_cache(maxsize=LM_ROWS)
+    def row(state: tuple[int, ...]) -> list[float]:
+        history = [BOS if i < 0 else names[i] for i in state]
+        return [weight * lm.log_prob(history, name) + bonus for name in names]
+
+    return row
+
+
 class _LMScorer:
-    """Weighted LM log-probabilities over the model's vocabulary, cached per history."""
+    """Weighted LM log-probabilities over the model's vocabulary, cached per history (see lm_rows)."""
 
     def __init__(self, lm: NgramLM | None, vocab: Vocabulary, weight: float, bonus: float) -> None:
         self.lm, self.weight, self.bonus = lm, weight, bonus
         self.context = max(0, (lm.order - 1) if lm else 0)
         self._symbols = list(vocab.symbols)
-        self._cache: dict[tuple[int, ...], list[float]] = {}
+        self._no_lm_row = [bonus] * len(self._symbols)
         if lm is not None:
-            # shared by every stream decoding with this LM, vocabulary and weights (a server's streams)
-            caches = lm.__dict__.setdefault("_row_caches", {})
-            self._cache = caches.setdefault((tuple(vocab.symbols), weight, bonus), {})
             known = set(lm.symbols)
             phon = [i for i in range(len(vocab)) if i != vocab.blank_id and i not in vocab.skip_ids]
             covered = sum(self._symbols[i] in known or self._symbols[i].upper() in known for i in phon)
@@ -82,23 +105,17 @@ class _LMScorer:
                 raise LMError(f"the LM knows only {covered} of the model's {len(phon)} phonemes; "
                               "build one for this model's inventory (phonestream lm build)")
             self._lm_names = [s if s in known else s.upper() for s in self._symbols]
+            self._rows = lm_rows(lm, tuple(self._lm_names), weight, bonus)
 
     def _history(self, state: tuple[int, ...]) -> list[str]:
         return [BOS if i < 0 else self._lm_names[i] for i in state]
 
     def extend(self, state: tuple[int, ...]) -> list[float]:
-        """Score added when a prefix with LM ``state`` grows by each vocabulary id."""
-        row = self._cache.get(state)
-        if row is None:
-            if self.lm is None:
-                row = [self.bonus] * len(self._symbols)
-            else:
-                hist = self._history(state)
-                row = [self.weight * self.lm.log_prob(hist, name) + self.bonus for name in self._lm_names]
-            if len(self._cache) > 50_000:
-                self._cache.clear()
-            self._cache[state] = row
-        return row
+        """Score added when a prefix with LM ``state`` grows by each vocabulary id (do not modify it:
+        rows are shared)."""
+        if self.lm is None:
+            return self._no_lm_row
+        return self._rows(state)
 
     def end(self, state: tuple[int, ...]) -> float:
         if self.lm is None:
