@@ -104,3 +104,35 @@ def _phones(tmp_path):
     path = tmp_path / "phones.txt"
     path.write_text("AA\nB\nK\n")
     return path
+
+
+def test_mistyped_local_paths_are_not_sent_to_the_hub(tmp_path, monkeypatch):
+    import pytest
+
+    from phonestream.models import ModelError, load_model
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "models").mkdir()
+    for name in ("./nope", "../nope", "/no/such/model", "~/no-such-model-here", "a/b/c", "models/typo",
+                 "models\\typo", "my model/"):
+        with pytest.raises(ModelError, match=r"^no such model folder: "):
+            load_model(name)
+    # shaped like a hub id and not a folder here: says it tried the hub and how to give a folder
+    with pytest.raises(ModelError, match=r"looked up on the Hugging Face hub.*give its path, e\.g\. \./someone/m"):
+        load_model("someone/m")
+
+
+def test_tilde_folder_is_found(tmp_path, monkeypatch, tiny_model_dir):
+    from phonestream.models import load_model
+
+    (tmp_path / "mymodel").symlink_to(tiny_model_dir)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load_model("~/mymodel").sample_rate == 16000
+
+
+def test_mistyped_path_on_the_command_line(tmp_path):
+    (tmp_path / "models").mkdir()
+    proc = phonestream("transcribe", SAMPLES / "LJ001-0002.flac", "-m", "models/nonexistent", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.decode() == "phonestream: error: no such model folder: " \
+        "models/nonexistent\n"

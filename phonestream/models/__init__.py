@@ -69,18 +69,35 @@ def load_model(
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
         return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device), DEFAULT_MODEL_DIR)
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
     if path.is_dir() and (path / "phonestream.json").exists():
         return _with_source(load_backbone_model(path, device), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
-    if not path.exists() and (str(name).startswith((".", "/", "~")) or str(name).count("/") > 1):
-        raise ModelError(f"model folder not found: {path}")
+    if not path.exists() and looks_like_a_path(str(name)):
+        raise ModelError(f"no such model folder: {name}")
     from .hf import load_hf_ctc
 
-    return _with_source(load_hf_ctc(str(name), device), path if path.is_dir() else None)
+    return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device),
+                        path if path.is_dir() else None)
+
+
+def looks_like_a_path(name: str) -> bool:
+    """Whether a model name that is not an existing folder was meant as one rather than as a hub id:
+    it starts with ``.``, ``/`` or ``~``, has a backslash or a trailing separator, is not shaped like
+    a hub id (``name`` or ``namespace/name``), or its parent folder exists here (``models/typo``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/"):
+        return True
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return True
+    parent = Path(name).parent
+    return str(parent) not in ("", ".") and parent.is_dir()
 
 
 def _with_source(model: CTCModel, folder: Path | None) -> CTCModel:

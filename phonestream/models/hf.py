@@ -151,13 +151,19 @@ def load_hf_ctc(name: str, device: str = "cpu") -> HFCTCModel:
     from transformers import AutoConfig, AutoModelForCTC
 
     local = Path(name)
-    try:
-        if local.exists():
-            folder = local
-        else:
-            from huggingface_hub import snapshot_download
+    if local.exists():
+        folder = local
+    else:
+        from huggingface_hub import snapshot_download
 
+        try:
             folder = Path(snapshot_download(name))
+        except Exception as err:  # network, offline mode, no such repo, gated...: say what was tried
+            reason = (str(err).splitlines() or [type(err).__name__])[0].split(". ")[0]
+            raise ModelError(f"{name!r} is not a folder here, so it was looked up on the Hugging Face hub, which "
+                             f"could not provide it ({reason[:160]}); for a local folder give its path, "
+                             f"e.g. ./{name}") from None
+    try:
         config = AutoConfig.from_pretrained(folder)
     except Exception as err:  # hub and config errors come in many types; the message is what matters
         raise ModelError(f"cannot load model {name!r}: {str(err).splitlines()[0]}") from None
