@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from phonestream.models.backbone import Backbone, BackboneCTCModel, ConvHead, LinearHead
+from phonestream.models.backbone import Backbone, BackboneCTCModel
+from phonestream.models.torch_heads import ConvHead, LinearHead, to_inference
 from phonestream.models.base import Vocabulary
 from phonestream.streaming import StreamConfig, Streamer
 from phonestream.train.states import segments_for
@@ -55,7 +56,8 @@ def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
     bb = WindowDependentBackbone()
     torch.manual_seed(0)
     head = (head_cls(bb.dim, 5, hidden=16, kernel=5, layers=2) if head_cls is ConvHead else head_cls(bb.dim, 5)).eval()
-    model = BackboneCTCModel(bb, head, Vocabulary(("<blank>", "A", "B", "C", "D"), 0))
+    # the NumPy inference head the engine runs, built from the trained PyTorch module's weights
+    model = BackboneCTCModel(bb, to_inference(head), Vocabulary(("<blank>", "A", "B", "C", "D"), 0))
     if cfg is None:
         expected = model.log_probs(audio)
     else:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
-from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, has_torch, require_hf
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 
@@ -48,15 +46,17 @@ def load_model(
     Raises:
         ModelError: with a one-line reason (missing folder, no CTC head, vocabulary mismatch...).
     """
-    _quiet_transformers()
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ModelError(f"unknown device {device!r}; use cpu or cuda")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError("--device cuda asked for, but torch sees no CUDA GPU")
+    if device.startswith("cuda") and not _cuda_available():
+        raise ModelError("--device cuda asked for, but no CUDA GPU is visible")
     if threads is not None:
         if threads < 1:
             raise ModelError(f"thread count must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+        if has_torch():
+            import torch
+
+            torch.set_num_threads(threads)
     if backbone is not None or vocab is not None:
         if name is not None:
             raise ModelError("give either a model or --backbone/--vocab, not both")
@@ -78,6 +78,8 @@ def load_model(
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
     if not path.exists() and looks_like_a_path(str(name)):
         raise ModelError(f"no such model folder: {name}")
+    require_hf(f"the Hugging Face model {name}")
+    _quiet_transformers()
     from .hf import load_hf_ctc
 
     return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device),
@@ -104,6 +106,16 @@ def _with_source(model: CTCModel, folder: Path | None) -> CTCModel:
     """Remember the folder a model came from: files beside it (the phoneme LM ``lm.arpa*``) go with it."""
     model.source_dir = folder  # type: ignore[attr-defined]
     return model
+
+
+def _cuda_available() -> bool:
+    if has_torch():
+        import torch
+
+        return torch.cuda.is_available()
+    import ctranslate2
+
+    return ctranslate2.get_cuda_device_count() > 0
 
 
 def _quiet_transformers() -> None:

@@ -14,15 +14,15 @@ makes another. Saved form, a folder::
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
+from .heads import Head, load_head, random_head
 
 FORMAT = "phonestream-backbone-head"
 BLANK = "<blank>"
@@ -54,6 +54,7 @@ class HFEncoderBackbone(Backbone):
     """A Hugging Face audio encoder (Wav2Vec2Model, HubertModel, WavLMModel, ...), last hidden state."""
 
     def __init__(self, path: str, device: str = "cpu") -> None:
+        require_hf(f"the Hugging Face encoder {path}")
         from transformers import AutoConfig, AutoModel
 
         from .hf import _conv_geometry, conv_num_frames, feature_settings
@@ -75,6 +76,8 @@ class HFEncoderBackbone(Backbone):
         return self._conv_num_frames(n_samples, self._kernels, self._strides)
 
     def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        import torch
+
         out = []
         with torch.inference_mode():
             for w in windows:  # one at a time: padding would change group-norm encoders' outputs
@@ -91,55 +94,11 @@ class HFEncoderBackbone(Backbone):
         return {"type": "hf-encoder", "path": self.path}
 
 
-# ---- heads -----------------------------------------------------------------------------------------
-
-
-class LinearHead(nn.Module):
-    """One linear layer from states to CTC logits."""
-
-    def __init__(self, dim: int, n_out: int) -> None:
-        super().__init__()
-        self.proj = nn.Linear(dim, n_out)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:  # [B, T, dim] -> [B, T, n_out]
-        return self.proj(states)
-
-
-class ConvHead(nn.Module):
-    """A few 1-D convolutions over time (``kernel`` frames each, same padding), then a linear layer.
-
-    Its receptive field (``layers * (kernel - 1) + 1`` frames) lies inside every streaming window, so
-    the streamer's context covers it.
-    """
-
-    def __init__(self, dim: int, n_out: int, hidden: int = 256, kernel: int = 5, layers: int = 2,
-                 dropout: float = 0.1) -> None:
-        super().__init__()
-        blocks: list[nn.Module] = []
-        width = dim
-        for _ in range(layers):
-            blocks += [nn.Conv1d(width, hidden, kernel, padding=kernel // 2), nn.GELU(), nn.Dropout(dropout)]
-            width = hidden
-        self.convs = nn.Sequential(*blocks)
-        self.norm = nn.LayerNorm(dim)
-        self.proj = nn.Linear(width, n_out)
-
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        x = self.norm(states).transpose(1, 2)
-        return self.proj(self.convs(x).transpose(1, 2))
-
-
-HEADS: dict[str, type[nn.Module]] = {"linear": LinearHead, "conv": ConvHead}
-
-
-def build_head(spec: dict[str, Any], dim: int, n_out: int) -> nn.Module:
-    """A head from its JSON spec ``{"type": "linear"|"conv", ...constructor options}``."""
-    spec = dict(spec)
-    kind = spec.pop("type", "linear")
-    spec.pop("weights", None)
-    if kind not in HEADS:
-        raise ModelError(f"unknown head type {kind!r}; known: {', '.join(HEADS)}")
-    return HEADS[kind](dim, n_out, **spec)
+def _umask_mode(path: Path) -> None:
+    """Give a file the permissions an ordinary ``open()`` would (0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 # ---- the model -------------------------------------------------------------------------------------
@@ -148,43 +107,32 @@ def build_head(spec: dict[str, Any], dim: int, n_out: int) -> nn.Module:
 class BackboneCTCModel(CTCModel):
     """Backbone states through a CTC head, as a :class:`CTCModel`."""
 
-    def __init__(self, backbone: Backbone, head: nn.Module, vocab: Vocabulary,
-                 head_spec: dict[str, Any] | None = None,
+    def __init__(self, backbone: Backbone, head: Head, vocab: Vocabulary,
                  streaming_defaults: StreamingDefaults | None = None) -> None:
         self.backbone = backbone
-        self.head = head.eval()
-        self.head_spec = head_spec or {"type": "linear"}
+        self.head = head
+        self.head_spec = head.spec
         self.vocab = vocab
         self.sample_rate = backbone.sample_rate
         self.frame_stride = backbone.frame_stride
         self.max_window_s = backbone.max_window_s
         self.streaming_defaults = streaming_defaults or StreamingDefaults()
-        n_head = sum(p.numel() for p in head.parameters())
-        self.description = f"{backbone.description} + {self.head_spec.get('type')} CTC head ({n_head / 1e6:.2f}M)"
+        self.description = f"{backbone.description} + {head.kind} CTC head ({head.num_parameters / 1e6:.2f}M)"
 
     def num_frames(self, n_samples: int) -> int:
         return self.backbone.num_frames(n_samples)
 
     def log_probs_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        states = self.backbone.encode_batch(windows)
-        out = []
-        with torch.inference_mode():
-            for s in states:
-                if len(s) == 0:
-                    out.append(np.zeros((0, len(self.vocab)), np.float32))
-                    continue
-                logits = self.head(torch.from_numpy(s)[None])[0]
-                out.append(torch.log_softmax(logits, dim=-1).numpy())
-        return out
+        return [self.head.log_probs(s) if len(s) else np.zeros((0, len(self.vocab)), np.float32)
+                for s in self.backbone.encode_batch(windows)]
 
     def save(self, folder: str | Path) -> None:
         """Write the folder form described in this module's docstring."""
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_vocab_file(folder / "vocab.txt", self.vocab)
-        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(folder / "head.safetensors"))
+        self.head.save(folder / "head.safetensors")
+        _umask_mode(folder / "head.safetensors")  # safetensors writes 0600; the folder is meant to be shared
         d = self.streaming_defaults
         meta = {
             "format": FORMAT,
@@ -263,20 +211,6 @@ def assemble(backbone: Backbone, vocab: Vocabulary, head_spec: dict[str, Any] | 
         ModelError: the weights do not fit the head, or their output size differs from the vocabulary.
     """
     head_spec = head_spec or {"type": "linear"}
-    torch.manual_seed(seed)
-    head = build_head(head_spec, backbone.dim, len(vocab))
-    if weights is not None:
-        from safetensors.torch import load_file
-
-        if not Path(weights).is_file():
-            raise ModelError(f"head weights not found: {weights}")
-        state = load_file(str(weights))
-        expected = {k: tuple(v.shape) for k, v in head.state_dict().items()}
-        got = {k: tuple(v.shape) for k, v in state.items()}
-        if expected != got:
-            out_rows = [v[0] for k, v in got.items() if k.startswith("proj.") and k.endswith("bias")]
-            if out_rows and out_rows[0] != len(vocab):
-                raise ModelError(f"head weights {weights} have {out_rows[0]} outputs but the vocabulary has {len(vocab)} symbols")
-            raise ModelError(f"head weights {weights} do not fit a {head_spec.get('type')} head on a {backbone.dim}-dim backbone")
-        head.load_state_dict(state)
-    return BackboneCTCModel(backbone, head, vocab, head_spec, streaming)
+    head = (random_head(head_spec, backbone.dim, len(vocab), seed) if weights is None
+            else load_head(head_spec, weights, backbone.dim, len(vocab)))
+    return BackboneCTCModel(backbone, head, vocab, streaming)

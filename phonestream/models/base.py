@@ -9,6 +9,7 @@ cannot tell from the API which kind is loaded.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -17,6 +18,24 @@ import numpy as np
 
 class ModelError(ValueError):
     """A model could not be loaded or does not fit its vocabulary (one-line message for the user)."""
+
+
+#: The optional extra that brings PyTorch and transformers (Hugging Face checkpoints and encoders).
+HF_EXTRA = "pip install 'phonestream[hf]'"
+
+
+def has_torch() -> bool:
+    """Whether PyTorch and transformers are installed (the default model needs neither)."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers"))
+    except (ImportError, ValueError):  # a broken or deliberately blocked install
+        return False
+
+
+def require_hf(what: str) -> None:
+    """Raise a one-line :class:`ModelError` naming the extra to install when PyTorch/transformers are absent."""
+    if not has_torch():
+        raise ModelError(f"{what} needs PyTorch and transformers: {HF_EXTRA}")
 
 
 @dataclass(frozen=True)

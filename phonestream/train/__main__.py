@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "eval":
         import torch
 
-        from ..models.backbone import build_head
+        from ..models.torch_heads import build_head
 
         saved = torch.load(work / "runs" / args.run / f"{args.checkpoint}.pt", weights_only=False)
         head = build_head(saved["config"]["head"], 384, len(symbols))

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.backbone import BackboneCTCModel, build_head, load_backbone
+from ..models.backbone import BackboneCTCModel, load_backbone
+from ..models.torch_heads import build_head, to_inference
 from ..models.base import StreamingDefaults, Vocabulary
 from .phones import SYMBOLS
 from .states import Item, cache_shard
@@ -131,7 +132,7 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
             return self._cfg
 
     vocab = Vocabulary(tuple(symbols), 0)
-    model = BackboneCTCModel(_Spec(backbone_spec, dim), head, vocab, spec, streaming)  # type: ignore[arg-type]
+    model = BackboneCTCModel(_Spec(backbone_spec, dim), to_inference(head), vocab, streaming)  # type: ignore[arg-type]
     if out_dir.exists():
         for f in ("phonestream.json", "head.safetensors", "vocab.txt"):
             (out_dir / f).unlink(missing_ok=True)

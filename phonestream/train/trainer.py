@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.backbone import ConvHead, build_head
+from ..models import heads
+from ..models.torch_heads import ConvHead, build_head, head_spec
 
 
 @dataclass
@@ -72,9 +73,8 @@ def load_states(paths: list[Path]) -> States:
 
 
 def head_radius(head: nn.Module) -> int:
-    if isinstance(head, ConvHead):
-        return sum(m.kernel_size[0] // 2 for m in head.convs if isinstance(m, nn.Conv1d))
-    return 0
+    """Frames the head reads either side of an output frame."""
+    return heads.head_radius(head_spec(head))
 
 
 def masked_forward(head: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""The NumPy inference heads equal the PyTorch modules the recipe trains, and the default model runs
+without PyTorch installed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from phonestream.models import DEFAULT_MODEL_DIR, ModelError
+from phonestream.models.heads import head_radius, load_head, random_head
+from phonestream.models.torch_heads import build_head, head_spec, to_inference
+
+#: The stated tolerance: NumPy and PyTorch heads agree to this on log posteriors (float32 arithmetic).
+ATOL = 2e-5
+SAMPLE = Path(__file__).resolve().parents[1] / "phonestream" / "samples" / "LJ001-0001.flac"
+
+
+@pytest.mark.parametrize("spec", [{"type": "linear"}, {"type": "conv", "hidden": 256, "kernel": 5, "layers": 1},
+                                  {"type": "conv", "hidden": 16, "kernel": 3, "layers": 2}])
+def test_numpy_head_equals_torch_head(spec):
+    torch.manual_seed(0)
+    module = build_head(spec, 48, 7).eval()
+    for p in module.parameters():  # move off the initial values so every parameter matters
+        p.data += 0.1 * torch.randn_like(p)
+    states = np.random.default_rng(0).standard_normal((37, 48)).astype(np.float32) * 3
+    with torch.inference_mode():
+        expected = torch.log_softmax(module(torch.from_numpy(states)[None])[0], -1).numpy()
+    head = to_inference(module)
+    assert head.spec == head_spec(module)
+    np.testing.assert_allclose(head.log_probs(states), expected, atol=ATOL)
+    convs = [m for m in getattr(module, "convs", []) if isinstance(m, torch.nn.Conv1d)]
+    assert head_radius(head.spec) == sum(m.kernel_size[0] // 2 for m in convs)
+
+
+def test_shipped_head_file_gives_the_same_posteriors_in_numpy_and_torch():
+    import json
+
+    from safetensors.torch import load_file
+
+    meta = json.loads((DEFAULT_MODEL_DIR / "phonestream.json").read_text())
+    spec = {k: v for k, v in meta["head"].items() if k != "weights"}
+    module = build_head(spec, 384, 40).eval()
+    module.load_state_dict(load_file(str(DEFAULT_MODEL_DIR / "head.safetensors")))
+    head = load_head(spec, DEFAULT_MODEL_DIR / "head.safetensors", 384, 40)
+    states = np.random.default_rng(1).standard_normal((50, 384)).astype(np.float32)
+    with torch.inference_mode():
+        expected = torch.log_softmax(module(torch.from_numpy(states)[None])[0], -1).numpy()
+    np.testing.assert_allclose(head.log_probs(states), expected, atol=ATOL)
+
+
+def test_head_weights_that_do_not_fit_are_refused(tmp_path):
+    random_head({"type": "linear"}, 8, 5).save(tmp_path / "h.safetensors")
+    with pytest.raises(ModelError, match="have 5 outputs but the vocabulary has 6 symbols"):
+        load_head({"type": "linear"}, tmp_path / "h.safetensors", 8, 6)
+    with pytest.raises(ModelError, match="do not fit a conv head"):
+        load_head({"type": "conv"}, tmp_path / "h.safetensors", 8, 5)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelError, match="cannot read head weights"):
+        load_head({"type": "linear"}, tmp_path / "bad.safetensors", 8, 5)
+
+
+BLOCK_TORCH = textwrap.dedent('''
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "transformers"):
+                raise ModuleNotFoundError(f"No module named {name!r}")
+    sys.meta_path.insert(0, _Block())
+''')
+
+
+def _cli_without_torch(tmp_path, *args):
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_TORCH)
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([sys.executable, "-m", "phonestream", *args], capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_default_model_streams_without_torch_and_hf_models_name_the_extra(tmp_path):
+    r = _cli_without_torch(tmp_path, "stream", str(SAMPLE), "--json", "--decoder", "greedy")
+    assert r.returncode == 0, r.stderr
+    phonemes = [line for line in r.stdout.splitlines() if '"type":"phoneme"' in line]
+    assert len(phonemes) > 40  # the sample's ~100 phonemes, decoded by the NumPy head
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text("{}")
+    r = _cli_without_torch(tmp_path, "stream", str(SAMPLE), "-m", str(tmp_path / "hf"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [f"phonestream: error: the Hugging Face model {tmp_path / 'hf'} needs "
+                                             "PyTorch and transformers: pip install 'phonestream[hf]'"]
