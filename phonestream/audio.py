@@ -252,20 +252,29 @@ def stdin_pcm(rate: int, fmt: str, sample_rate: int, piece_ms: int) -> Iterator[
     return read_pcm(sys.stdin.buffer, rate, fmt, sample_rate, piece_ms)
 
 
+def _input_device(device: str | int | None):
+    try:
+        import sounddevice as sd
+    except (ImportError, OSError) as err:
+        raise AudioError(f"microphone unavailable: {err}") from None
+    try:
+        return sd, sd.query_devices(device, kind="input")
+    except (ValueError, sd.PortAudioError) as err:
+        raise AudioError(f"no microphone found: {err}") from None
+
+
+def check_microphone(device: str | int | None = None) -> None:
+    """Raise :class:`AudioError` now if there is no input device (before anything slow is loaded)."""
+    _input_device(device)
+
+
 def microphone(sample_rate: int, piece_ms: int, device: str | int | None = None) -> Iterator[np.ndarray]:
     """Live microphone pieces (mono float32 at ``sample_rate``) until the caller stops iterating.
 
     Raises:
         AudioError: no audio library, no input device, or the device refuses the stream.
     """
-    try:
-        import sounddevice as sd
-    except (ImportError, OSError) as err:
-        raise AudioError(f"microphone unavailable: {err}") from None
-    try:
-        info = sd.query_devices(device, kind="input")
-    except (ValueError, sd.PortAudioError) as err:
-        raise AudioError(f"no microphone found: {err}") from None
+    sd, info = _input_device(device)
     rate = int(info["default_samplerate"])
     convert = StreamResampler(rate, sample_rate)
     block = max(1, rate * piece_ms // 1000)

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .audio import AudioError, load_audio, microphone, paced, pieces, stdin_pcm
+from .audio import AudioError, check_microphone, load_audio, microphone, paced, pieces, stdin_pcm
 from .console import EventPrinter, print_rows, print_summary
 from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
 from .engine import Recognizer
@@ -214,9 +214,10 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
 def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, json_lines, ipa,
         min_confidence, feed_ms, input_device, compare_offline, decoding) -> None:
     """Stream the microphone until Ctrl-C."""
+    dev = int(input_device) if input_device and input_device.isdigit() else input_device
+    check_microphone(dev)  # no sound device: say so before the (slow) model load
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
-    dev = int(input_device) if input_device and input_device.isdigit() else input_device
     source = microphone(recognizer.model.sample_rate, feed_ms, dev)
     _run_stream(recognizer, source, EventPrinter(json_lines, to_ipa if ipa else str, min_confidence), compare_offline)
 
@@ -245,6 +246,15 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
     printer(Summary({"model": recognizer.model.description, "mode": "offline", "audio_s": round(len(audio) / sr, 3),
                      "compute_s": round(seconds, 3), "rtf": round(seconds / (len(audio) / sr), 4),
                      "phonemes": len(phonemes), "phoneme_string": " ".join(p.phoneme for p in phonemes)}))
+
+
+# The whole file is decoded at once: window sizes and endpointing do not apply, so --help leaves them out
+# (they are still accepted, so a command line shared with `stream` keeps working).
+_STREAMING_ONLY = {"chunk_ms", "left_ms", "right_ms", "endpoint", "endpoint_rule1", "endpoint_rule2",
+                   "max_utterance", "silence_db"}
+for _param in transcribe.params:
+    if isinstance(_param, click.Option) and _param.name in _STREAMING_ONLY:
+        _param.hidden = True
 
 
 @main.command(name="eval")

@@ -236,8 +236,15 @@ def looped(path: str | Path, rate: int, seconds: float) -> np.ndarray:
 
 def _health(url: str, token: str | None) -> dict[str, Any]:
     request = urllib.request.Request(http_url(url, "/health"), headers=auth_headers(token))
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        return json.loads(resp.read())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        raise ClientError(f"the server at {http_url(url, '/health')} answered HTTP {err.code} ({err.reason})") from None
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ClientError(f"no phonestream server answers at {http_url(url, '/health')} ({reason}); start one "
+                          "with 'phonestream serve' or give its address with --url") from None
 
 
 async def _one_round(url: str, n: int, audio: np.ndarray, rate: int, feed_ms: int, fmt: str,

@@ -141,6 +141,7 @@ class EventPrinter:
         self.err = Console(stderr=True, highlight=False)
         self._live: LiveView | None = None
         self._header_done = False
+        self._tail_shown: list[str] = []
         if not json_lines and self.out.is_terminal:
             self._live = LiveView(self.out)
 
@@ -168,6 +169,10 @@ class EventPrinter:
     def __call__(self, event: Event) -> None:
         if isinstance(event, Phoneme) and event.confidence < self.min_confidence:
             return
+        if isinstance(event, Partial):  # only changes of the tail: no empty partial when none was shown
+            if list(event.phonemes) == self._tail_shown:
+                return
+            self._tail_shown = list(event.phonemes)
         event = self._convert(event)
         if self.json_lines:
             print(to_json(event), flush=True)

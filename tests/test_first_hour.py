@@ -136,3 +136,101 @@ def test_mistyped_path_on_the_command_line(tmp_path):
     proc = phonestream("transcribe", SAMPLES / "LJ001-0002.flac", "-m", "models/nonexistent", cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.decode() == "phonestream: error: no such model folder: " \
         "models/nonexistent\n"
+
+
+def _fake_sounddevice(monkeypatch, devices: bool):
+    import types
+
+    import numpy as np
+
+    class FakeInputStream:  # a card that is unplugged (Ctrl-C) before it delivers anything
+        def __init__(self, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, frames):
+            raise KeyboardInterrupt
+
+    def query_devices(device, kind):
+        if not devices:
+            raise ValueError("No input device matching None")
+        return {"default_samplerate": 16000.0}
+
+    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream, query_devices=query_devices)
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    return np
+
+
+def test_mic_checks_for_a_sound_device_before_loading_the_model(monkeypatch, capsys):
+    import pytest
+
+    from phonestream.cli import main
+
+    _fake_sounddevice(monkeypatch, devices=False)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mic", "-m", "/no/such/model/folder"])  # the model would fail too, but the device is checked first
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "phonestream: error: no microphone found: No input device matching None\n"
+
+
+def test_mic_json_prints_no_empty_partial(monkeypatch, capsys, tiny_model_dir):
+    import json
+
+    import pytest
+
+    from phonestream.cli import main
+
+    _fake_sounddevice(monkeypatch, devices=True)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mic", "-m", str(tiny_model_dir), "--json"])
+    assert exit_info.value.code in (0, None)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [e["type"] for e in events] == ["summary"], events
+
+
+def test_small_things(tmp_path, tiny_model_dir, tiny_encoder_dir):
+    import io
+    import os
+    import stat
+
+    import pytest
+
+    from phonestream.audio import AudioError, decode_audio
+    from phonestream.models import load_model
+    from phonestream.models.hf import count_text
+
+    assert load_model(str(tiny_model_dir)).description.endswith("k parameters)")
+    assert [count_text(n) for n in (812, 57_300, 94_400_000, 999_999)] == ["812", "57.3k", "94.4M", "1.0M"]
+    # a saved head is readable by others, like any file the user writes (umask 022 here)
+    old = os.umask(0o022)
+    try:
+        phones = tmp_path / "phones.txt"
+        phones.write_text("AA\nB\n")
+        load_model(backbone=str(tiny_encoder_dir), vocab=phones).save(tmp_path / "saved")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "saved" / "head.safetensors").stat().st_mode) == 0o644
+    # an unreadable upload names itself, not a Python object
+    with pytest.raises(AudioError) as err:
+        decode_audio(io.BytesIO(b"not audio" * 50), 16000, name="upload")
+    assert "<_io" not in str(err.value) and "upload" in str(err.value)
+
+
+def test_loadtest_without_a_server_is_one_clear_line():
+    proc = phonestream("loadtest", "--url", "ws://127.0.0.1:9/ws", "--streams", "1", "--seconds", "1")
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and "no phonestream server answers" in err, err
+    assert "urlopen" not in err
+
+
+def test_transcribe_help_lists_only_what_applies():
+    shown = phonestream("transcribe", "--help").stdout.decode()
+    assert "--decoder" in shown and "--model" in shown
+    for flag in ("--chunk-ms", "--left-ms", "--right-ms", "--endpoint", "--silence-db", "--max-utterance"):
+        assert flag not in shown, flag
+    assert "--chunk-ms" in phonestream("stream", "--help").stdout.decode()

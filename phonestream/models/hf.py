@@ -98,6 +98,13 @@ def load_vocabulary(folder: Path, config) -> Vocabulary:
     return Vocabulary(tuple(symbols), int(pad_id), frozenset(skip))
 
 
+def count_text(n: int) -> str:
+    """A parameter count for people: 94.4M, 57.3k, 812 (a tiny model is not "0.0M")."""
+    if n >= 999_950:
+        return f"{n / 1e6:.1f}M"
+    return f"{n / 1e3:.1f}k" if n >= 1000 else str(n)
+
+
 class HFCTCModel(CTCModel):
     """A transformers ``*ForCTC`` model run with inference mode on CPU or CUDA."""
 
@@ -111,7 +118,7 @@ class HFCTCModel(CTCModel):
         self.frame_stride = int(np.prod(self._strides))
         self.streaming_defaults = StreamingDefaults()
         n_params = sum(p.numel() for p in model.parameters())
-        self.description = f"{type(model).__name__} ({n_params / 1e6:.1f}M parameters)"
+        self.description = f"{type(model).__name__} ({count_text(n_params)} parameters)"
 
     def num_frames(self, n_samples: int) -> int:
         return conv_num_frames(n_samples, self._kernels, self._strides)
