@@ -15,10 +15,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .audio import AudioError, check_microphone, load_audio, microphone, paced, pieces, stdin_pcm
+from .audio import AudioError, load_audio, microphone, paced, pieces, stdin_pcm
 from .console import EventPrinter, print_rows, print_summary
 from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
-from .engine import Recognizer
+from .engine import Recognizer, Stream
 from .events import Summary
 from .models import ModelError, load_model
 from .phones import to_ipa
@@ -124,9 +124,10 @@ def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_
 
 
 def _run_stream(recognizer: Recognizer, source: Iterable[np.ndarray], printer: EventPrinter,
-                keep_audio: bool) -> None:
-    """Feed a source through a stream, printing events; on error, finish what was committed first."""
-    stream = recognizer.stream(keep_audio=keep_audio)
+                keep_audio: bool, stream: Stream | None = None) -> None:
+    """Feed a source through a stream (a new one unless given), printing events; on error, finish what
+    was committed first."""
+    stream = stream or recognizer.stream(keep_audio=keep_audio)
     try:
         for piece in source:
             for event in stream.accept(piece):
@@ -210,15 +211,29 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 1000))
 @click.option("--input-device", default=None, help="Microphone name or index (default: the system's).")
 @click.option("--compare-offline", is_flag=True, help="Keep the audio and compare with an offline decode at the end.")
+@click.option("--text", default=None, help="Expected text: check each word's pronunciation as it is read.")
+@click.option("--text-file", default=None, type=click.Path(), help="Read the expected text from a file.")
+@click.option("--threshold", default=None, type=click.FloatRange(0, 1), help="Word score below which a word is "
+              "mispronounced (with --text; default: phonestream.check.DEFAULT_THRESHOLD).")
 @_handles_errors
 def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, json_lines, ipa,
-        min_confidence, feed_ms, input_device, compare_offline, decoding) -> None:
-    """Stream the microphone until Ctrl-C."""
-    dev = int(input_device) if input_device and input_device.isdigit() else input_device
-    check_microphone(dev)  # no sound device: say so before the (slow) model load
+        min_confidence, feed_ms, input_device, compare_offline, text, text_file, threshold, decoding) -> None:
+    """Stream the microphone until Ctrl-C (with --text: check the pronunciation, as `phonestream check`)."""
+    expected = None
+    if text is not None or text_file is not None:
+        from .check import expected_words
+        from .cli_check import checked_stream, read_expected
+
+        expected = read_expected(text, text_file)
+        expected_words(expected)  # a bad text fails before the model loads
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
+    dev = int(input_device) if input_device and input_device.isdigit() else input_device
     source = microphone(recognizer.model.sample_rate, feed_ms, dev)
+    if expected is not None:
+        stream, view = checked_stream(recognizer, expected, threshold, json_lines, ipa, compare_offline)
+        _run_stream(recognizer, source, view, compare_offline, stream)  # type: ignore[arg-type]
+        return
     _run_stream(recognizer, source, EventPrinter(json_lines, to_ipa if ipa else str, min_confidence), compare_offline)
 
 
@@ -246,15 +261,6 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
     printer(Summary({"model": recognizer.model.description, "mode": "offline", "audio_s": round(len(audio) / sr, 3),
                      "compute_s": round(seconds, 3), "rtf": round(seconds / (len(audio) / sr), 4),
                      "phonemes": len(phonemes), "phoneme_string": " ".join(p.phoneme for p in phonemes)}))
-
-
-# The whole file is decoded at once: window sizes and endpointing do not apply, so --help leaves them out
-# (they are still accepted, so a command line shared with `stream` keeps working).
-_STREAMING_ONLY = {"chunk_ms", "left_ms", "right_ms", "endpoint", "endpoint_rule1", "endpoint_rule2",
-                   "max_utterance", "silence_db"}
-for _param in transcribe.params:
-    if isinstance(_param, click.Option) and _param.name in _STREAMING_ONLY:
-        _param.hidden = True
 
 
 @main.command(name="eval")
@@ -647,3 +653,6 @@ def _soak(net, url, streams_, minutes, seconds, file_, pcm_format, token, bad_pe
         click.echo(f"unanswered: {line}", err=True)
     if r["error_sample"]:
         click.echo(f"first good-stream error: {r['error_sample']}", err=True)
+
+
+from . import cli_check  # noqa: E402,F401  (registers `check` and `check-eval` on `main`)

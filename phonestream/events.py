@@ -11,6 +11,12 @@ Schema (every event has ``type``):
   (0-based id), ``start``, ``end`` (seconds; utterances tile the stream), ``speech_start``,
   ``speech_end`` (its first and last speech frame), ``rule`` (``silence``, ``max_length``,
   ``end_of_stream``). Phonemes before it belong to that utterance.
+- ``word``: with an expected text (:mod:`phonestream.check`), the verdict on one expected word, sent once
+  its frames are final and never retracted: ``index``, ``word``, ``expected`` / ``heard`` (phonemes),
+  ``score`` (0-1), ``verdict`` (``ok``, ``mispronounced``, ``missing``), ``start``, ``end`` (seconds;
+  None when missing), ``committed_at``, ``source`` (``cmudict`` or ``espeak-ng`` for a word not in
+  the dictionary), ``phonemes`` (per expected phoneme: ``expected``, ``heard``, ``score``, ``start``,
+  ``end``), ``inserted`` (phonemes heard before it that belong to no expected word).
 - ``summary``: last event of a stream, the run's metrics (see :mod:`phonestream.metrics`).
 """
 
@@ -70,6 +76,35 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Word:
+    """The verdict on one expected word of a pronunciation check (:mod:`phonestream.check`)."""
+
+    index: int
+    word: str
+    expected: list[str]
+    heard: list[str]
+    score: float | None
+    verdict: str
+    start: float | None
+    end: float | None
+    committed_at: float
+    source: str = "cmudict"
+    phonemes: list[dict[str, Any]] = field(default_factory=list)
+    inserted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def r(x: float | None, n: int = 3) -> float | None:
+            return None if x is None else round(x, n)
+
+        return {"type": "word", "index": self.index, "word": self.word, "expected": list(self.expected),
+                "heard": list(self.heard), "score": r(self.score, 4), "verdict": self.verdict,
+                "start": r(self.start), "end": r(self.end), "committed_at": r(self.committed_at),
+                "source": self.source, "inserted": list(self.inserted),
+                "phonemes": [{**p, "score": r(p.get("score"), 4), "start": r(p.get("start")), "end": r(p.get("end"))}
+                             for p in self.phonemes]}
+
+
+@dataclass(frozen=True)
 class Summary:
     """End-of-stream metrics."""
 
@@ -79,7 +114,7 @@ class Summary:
         return {"type": "summary", **self.metrics}
 
 
-Event = Phoneme | Partial | Endpoint | Summary
+Event = Phoneme | Partial | Endpoint | Word | Summary
 
 
 def to_json(event: Event) -> str:
