@@ -147,7 +147,10 @@ def _run_stream(recognizer: Recognizer, source: Iterable[np.ndarray], printer: E
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="phonestream")
 def main() -> None:
-    """Live phoneme recognition with wav2vec2-family CTC models."""
+    """Live phoneme recognition with wav2vec2-family CTC models.
+
+    Phonemes are printed as ARPAbet symbols (P R IH N T IH NG is "printing"); `phonestream phonemes`
+    lists each with its IPA and an example word, and --ipa prints IPA instead."""
 
 
 def _pipe_closed() -> None:
@@ -418,6 +421,21 @@ def bench(model, device, threads, configs, seconds, minutes, feed_ms, json_out) 
     print_rows([{k: v for k, v in row.items() if k != "model"} for row in rows],
                f"bench: {rows[0]['model']} (latency cells: p50 / p95)")
 
+
+@main.command()
+@click.option("--json", "json_out", is_flag=True, help="Print the key as one JSON list.")
+def phonemes(json_out) -> None:
+    """The ARPAbet key: each phoneme symbol the default model prints, its IPA and an example word."""
+    from .phones import phoneme_key
+
+    key = phoneme_key()
+    if json_out:
+        click.echo(json.dumps(key, ensure_ascii=False))
+        return
+    print_rows([{"ARPAbet": k["arpabet"], "IPA": k["ipa"], "as in": k["example"],
+                 "pronounced (ARPAbet)": k["example_arpabet"], "pronounced (IPA)": k["example_ipa"],
+                 "kind": k["kind"]} for k in key],
+               "ARPAbet phonemes: what phonestream prints (--ipa prints the IPA column instead)")
 
 
 @main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

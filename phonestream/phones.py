@@ -21,6 +21,21 @@ ARPABET_TO_IPA = {
     "Z": "z", "ZH": "ʒ",
 }
 
+#: An example word per ARPAbet symbol, with its CMU pronunciation (the key of ``phonestream phonemes``).
+ARPABET_EXAMPLES = {
+    "AA": ("odd", "AA D"), "AE": ("at", "AE T"), "AH": ("hut", "HH AH T"), "AO": ("ought", "AO T"),
+    "AW": ("cow", "K AW"), "AY": ("hide", "HH AY D"), "B": ("be", "B IY"), "CH": ("cheese", "CH IY Z"),
+    "D": ("dee", "D IY"), "DH": ("thee", "DH IY"), "EH": ("Ed", "EH D"), "ER": ("hurt", "HH ER T"),
+    "EY": ("ate", "EY T"), "F": ("fee", "F IY"), "G": ("green", "G R IY N"), "HH": ("he", "HH IY"),
+    "IH": ("it", "IH T"), "IY": ("eat", "IY T"), "JH": ("gee", "JH IY"), "K": ("key", "K IY"),
+    "L": ("lee", "L IY"), "M": ("me", "M IY"), "N": ("knee", "N IY"), "NG": ("ping", "P IH NG"),
+    "OW": ("oat", "OW T"), "OY": ("toy", "T OY"), "P": ("pee", "P IY"), "R": ("read", "R IY D"),
+    "S": ("sea", "S IY"), "SH": ("she", "SH IY"), "T": ("tea", "T IY"), "TH": ("theta", "TH EY T AH"),
+    "UH": ("hood", "HH UH D"), "UW": ("two", "T UW"), "V": ("vee", "V IY"), "W": ("we", "W IY"),
+    "Y": ("yield", "Y IY L D"), "Z": ("zee", "Z IY"), "ZH": ("seizure", "S IY ZH ER"),
+}
+VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+
 _STRESS = re.compile(r"[012]$")
 
 # TIMIT 61 -> 39 (Lee & Hon); None means "removed before scoring".
@@ -34,6 +49,14 @@ _TIMIT39 = {
 def to_ipa(symbol: str) -> str:
     """IPA for an ARPAbet symbol (stress digits ignored); other symbols are returned unchanged."""
     return ARPABET_TO_IPA.get(_STRESS.sub("", symbol.upper()), symbol)
+
+
+def phoneme_key() -> list[dict[str, str]]:
+    """The ARPAbet key: per symbol its IPA, whether it is a vowel, an example word and that word's
+    pronunciation in ARPAbet and IPA."""
+    return [{"arpabet": a, "ipa": ARPABET_TO_IPA[a], "kind": "vowel" if a in VOWELS else "consonant",
+             "example": word, "example_arpabet": pron, "example_ipa": " ".join(to_ipa(p) for p in pron.split())}
+            for a, (word, pron) in ARPABET_EXAMPLES.items()]
 
 
 def fold_timit39(phones: Iterable[str]) -> list[str]:

@@ -234,3 +234,30 @@ def test_transcribe_help_lists_only_what_applies():
     for flag in ("--chunk-ms", "--left-ms", "--right-ms", "--endpoint", "--silence-db", "--max-utterance"):
         assert flag not in shown, flag
     assert "--chunk-ms" in phonestream("stream", "--help").stdout.decode()
+
+
+def test_phonemes_key_lists_every_symbol_with_ipa_and_an_example():
+    import json
+
+    from phonestream.phones import ARPABET, ARPABET_TO_IPA
+
+    key = json.loads(phonestream("phonemes", "--json").stdout.decode())
+    assert [k["arpabet"] for k in key] == ARPABET
+    for k in key:
+        assert k["ipa"] == ARPABET_TO_IPA[k["arpabet"]] and k["arpabet"] in k["example_arpabet"].split()
+        assert k["ipa"] in k["example_ipa"].split() and k["example"].isalpha()
+    table = phonestream("phonemes").stdout.decode()
+    assert "seizure" in table and "ʒ" in table
+    assert "phonestream phonemes" in phonestream("--help").stdout.decode()
+
+
+def test_ipa_converts_the_summary_strings(tiny_model_dir):
+    import json
+
+    ipa = {"ɑ", "b", "k", "s"}  # the tiny model's AA B K S
+    for args in (["stream", SAMPLES / "LJ001-0002.flac", "--chunk-ms", "320", "--left-ms", "320", "--right-ms",
+                  "160"], ["transcribe", SAMPLES / "LJ001-0002.flac"]):
+        proc = phonestream(*args, "-m", tiny_model_dir, "--ipa", "--json")
+        summary = json.loads(proc.stdout.decode().splitlines()[-1])
+        keys = [k for k in ("phoneme_string", "offline_string") if k in summary]
+        assert keys and all(summary[k] and set(summary[k].split()) <= ipa for k in keys), summary
