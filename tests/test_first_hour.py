@@ -261,3 +261,32 @@ def test_ipa_converts_the_summary_strings(tiny_model_dir):
         summary = json.loads(proc.stdout.decode().splitlines()[-1])
         keys = [k for k in ("phoneme_string", "offline_string") if k in summary]
         assert keys and all(summary[k] and set(summary[k].split()) <= ipa for k in keys), summary
+
+
+def test_readme_first_screen_explains_the_first_command():
+    """The README's first screen shows what the first command prints and decodes it for someone who has
+    never seen ARPAbet; what it shows must be what the command prints (up to a phoneme or two, should
+    the model be retrained) and the test command must be the one .ci/run runs."""
+    import json
+    import re
+    from pathlib import Path
+
+    from rapidfuzz.distance import Levenshtein
+
+    from phonestream.phones import ARPABET, to_ipa
+
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    first_screen = "\n".join(readme.splitlines()[:45])
+    commands = re.findall(r"```sh\n(.*?)\n```", first_screen)
+    assert commands[0].endswith("phonestream stream phonestream/samples/LJ001-0001.flac")
+    assert commands[1] == (root / ".ci" / "run").read_text().strip().splitlines()[-1]
+    shown = re.search(r"```\n +0\.04 ([A-Z ]+)\n +printing +in +the", first_screen).group(1).split()
+    assert set(shown) <= set(ARPABET)
+    for word in ("ARPAbet", "phonestream phonemes", "--ipa", "confidence", "provisional"):
+        assert word in first_screen, word
+    ipa = re.search(r"`--ipa` prints IPA instead \(`([^`]+)`\)", first_screen).group(1)
+    assert ipa == " ".join(to_ipa(p) for p in shown[:7])
+    out = phonestream("stream", root / "phonestream/samples/LJ001-0001.flac", "--json").stdout.decode()
+    printed = [e["phoneme"] for e in map(json.loads, out.splitlines()) if e["type"] == "phoneme"]
+    assert Levenshtein.distance(shown, printed[: len(shown)]) <= 2, (shown, printed[: len(shown)])
