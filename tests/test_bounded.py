@@ -5,6 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 import numpy as np
+import pytest
 
 from phonestream import beam
 from phonestream.beam import BeamDecoder
@@ -57,3 +58,45 @@ def test_lm_score_cache_is_bounded_however_many_weights_clients_pick(monkeypatch
     assert rows.currsize == 32 and rows.misses > 32  # full, and evicting
     assert grown < 50_000, grown  # unbounded, 30 new tables of 50-odd rows would be several hundred KB
     beam.lm_rows.cache_clear()
+
+
+def test_stream_statistics_stay_the_same_size_for_a_ten_hour_stream():
+    """Ten hours of 1 s steps (5 frames of 200 ms, 2 phonemes each; coarser than a real model to keep the
+    test fast): once the reservoirs are full (after 4096 values) the statistics take no more memory, and
+    their percentiles stay close to the exact ones."""
+    from phonestream.events import Phoneme
+    from phonestream.metrics import StreamStats, stats
+
+    rng = np.random.default_rng(1)
+    st = StreamStats(16000, keep_phonemes=False)
+    exact_delays: list[float] = []
+
+    def hours(first: int, last: int) -> None:
+        for t in range(first * 3600, last * 3600):
+            st.add_step(0.05 + 0.01 * rng.random())
+            st.add_frames(t + 1.3, t + 0.2, 5, 0.2)
+            st.audio_samples += 16000
+            for d in rng.gamma(4.0, 0.2, 2).tolist():
+                exact_delays.append(d)
+                st.add_phoneme(Phoneme("AA", t, t + 0.1, 0.9, t + 0.1 + d, st.committed), 0.05)
+
+    hours(0, 1)
+    tracemalloc.start()
+    try:
+        hours(1, 2)  # every reservoir is full by now (3600 steps, 21600 frames, 10800 phonemes)
+        two_hours = tracemalloc.take_snapshot()
+        hours(2, 10)
+        ten_hours = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(s.size_diff for s in ten_hours.compare_to(two_hours, "filename")
+                if s.traceback[0].filename.endswith("metrics.py"))  # not the test's own list of delays
+    assert grown < 2000, grown  # as arrays of every value, eight more hours would add 2.6 MB
+    summary = st.summary()
+    assert summary["chunks"] == 36000 and summary["phonemes"] == len(exact_delays) == 72000
+    assert summary["audio_s"] == 36000 and summary["rtf"] == pytest.approx(0.055, abs=0.001)
+    exact = stats(exact_delays, 1, 3)
+    assert summary["emission_delay_s"]["avg"] == exact["avg"] and summary["emission_delay_s"]["max"] == exact["max"]
+    for q in ("p50", "p95"):
+        assert summary["emission_delay_s"][q] == pytest.approx(exact[q], rel=0.05)
+    assert summary["frame_delay_s"]["max"] == pytest.approx(1.1) and summary["frame_delay_s"]["p50"] == 0.7
