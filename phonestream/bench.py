@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .audio import load_audio
+from .decoding import GreedyDecoder
 from .engine import Recognizer
 from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary
 from .phones import ARPABET
@@ -22,13 +23,18 @@ from .streaming import StreamConfig
 SAMPLE = Path(__file__).resolve().parent / "samples" / "LJ001-0001.flac"
 
 
-def random_base_model(device: str = "cpu") -> CTCModel:
-    """A randomly initialised wav2vec2-base-sized CTC model over the 39 ARPAbet phonemes."""
+def random_base_model(device: str = "cpu", threads: int | None = None) -> CTCModel:
+    """A randomly initialised wav2vec2-base-sized CTC model over the 39 ARPAbet phonemes (needs the [hf] extra)."""
+    from .models.base import require_hf
+
+    require_hf("the random wav2vec2-base benchmark model")
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
 
     from .models.hf import HFCTCModel
 
+    if threads is not None:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     vocab = Vocabulary(("<pad>", *ARPABET), 0)
     model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0))
@@ -61,12 +67,13 @@ def looped(audio: np.ndarray, total: int, piece: int) -> Iterator[np.ndarray]:
 
 
 def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20,
-        offline: bool = True, audio: np.ndarray | None = None) -> dict[str, Any]:
-    """Stream ``seconds`` of audio as fast as possible; returns the stream summary and memory figures.
+        offline: bool = True, audio: np.ndarray | None = None, decoder: str = "auto") -> dict[str, Any]:
+    """Stream ``seconds`` of audio as fast as possible with ``decoder`` (``auto``, ``greedy``, ``beam``);
+    returns the stream summary and memory figures.
 
     Memory (RSS) is read after the first minute of audio and at the end, so a growth shows.
     """
-    recognizer = Recognizer(model, config)
+    recognizer = Recognizer(model, config, decoder=decoder)
     sr = model.sample_rate
     audio = load_audio(SAMPLE, sr) if audio is None else audio
     model.warmup()
@@ -79,6 +86,9 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
             rss_first = rss_mb()
     stream.finish(offline=False)
     result = stream.summary()
+    dec = stream.decoder
+    result["decoder"] = ("greedy" if isinstance(dec, GreedyDecoder) else
+                         "beam+lm" if getattr(dec, "lm", None) is not None else "beam")
     result["rss_mb_first_minute"] = round(rss_first, 1) if rss_first is not None else None
     result["rss_mb_end"] = round(rss_mb(), 1)
     if offline:

@@ -388,31 +388,31 @@ def _stderr():
               "(default: a random wav2vec2-base-sized model).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=None, type=int)
-@click.option("--config", "configs", multiple=True, help="CHUNK/LEFT/RIGHT in ms; repeat to compare settings.")
+@click.option("--config", "configs", multiple=True,
+              help="CHUNK/LEFT/RIGHT in ms or a latency preset (low, balanced, accurate); repeat to compare.")
+@click.option("--decoder", default="auto", type=click.Choice(["auto", "greedy", "beam"]), show_default=True,
+              help="As for stream: auto is beam search with the model's LM when it has one, else greedy.")
 @click.option("--seconds", default=60.0, show_default=True, help="Audio to stream per setting.")
 @click.option("--minutes", default=None, type=float, help="Stream this many minutes (memory check).")
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
-def bench(model, device, threads, configs, seconds, minutes, feed_ms, json_out) -> None:
+def bench(model, device, threads, configs, decoder, seconds, minutes, feed_ms, json_out) -> None:
     """Real-time factor, per-chunk latency, emission delay and memory of streaming."""
     from . import bench as bench_mod
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
     if model is None:
-        loaded = bench_mod.random_base_model(device)
+        loaded = bench_mod.random_base_model(device, threads)
     else:
         loaded = load_model(None if model == "default" else model, device=device, threads=threads)
     total = minutes * 60 if minutes is not None else seconds
     rows = []
     for cfg in bench_mod.parse_configs(list(configs), loaded):
-        r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None)
+        r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None, decoder=decoder)
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
                      "rtf": r["rtf"], "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
-                     "emission_delay_s": r["emission_delay_s"], "frame_delay_s": r["frame_delay_s"],
+                     "emission_delay_s": r["emission_delay_s"], "emission_delay_wall_s": r["emission_delay_wall_s"],
+                     "frame_delay_s": r["frame_delay_s"], "decoder": r["decoder"],
                      "rss_mb_first_minute": r["rss_mb_first_minute"], "rss_mb_end": r["rss_mb_end"],
                      "model": r["model"]})
     if json_out:
