@@ -15,12 +15,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from .audio import AudioError, load_audio, microphone, paced, pieces, stdin_pcm
+from .audio import AudioError, check_microphone, load_audio, microphone, paced, pieces, stdin_pcm
 from .console import EventPrinter, print_rows, print_summary
 from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
 from .engine import Recognizer, Stream
 from .events import Summary
 from .models import ModelError, load_model
+from .numerics import numeric_setup, pin_blas_threads
+from .models.base import LATENCY_PRESETS
 from .phones import to_ipa
 from .streaming import ConfigError, StreamConfig
 
@@ -36,7 +38,17 @@ def _fail(message: str, printer: EventPrinter | None = None) -> None:
 
 
 def model_options(func: Callable) -> Callable:
-    """Options shared by every command that loads a model and streams."""
+    """Options shared by every command that loads a model and streams.
+
+    ``--latency`` is kept on the click context (:func:`_window` reads it) rather than passed on, so
+    commands take only the explicit window sizes that override the preset.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        click.get_current_context().meta["phonestream.latency"] = kwargs.pop("latency")
+        return func(*args, **kwargs)
+
     options = [
         click.option("--model", "-m", default=None, help="Model folder or hub id (default: the shipped model)."),
         click.option("--backbone", default=None, help="Encoder folder/hub id for a backbone-plus-head model."),
@@ -48,10 +60,20 @@ def model_options(func: Callable) -> Callable:
         click.option("--chunk-ms", default=None, type=int, help="New audio per model step (default: the model's)."),
         click.option("--left-ms", default=None, type=int, help="Left context per step (default: the model's)."),
         click.option("--right-ms", default=None, type=int, help="Lookahead per step (default: the model's)."),
+        click.option("--latency", default="balanced", show_default=True, type=click.Choice(LATENCY_PRESETS),
+                     help="Window preset: low (shortest delay), balanced, accurate (longest lookahead); "
+                     "--chunk-ms/--left-ms/--right-ms override its sizes."),
     ]
     for option in reversed(options):
-        func = option(func)
-    return func
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def _window(model, chunk_ms: int | None, left_ms: int | None, right_ms: int | None) -> StreamConfig:
+    """The model's window for the command's ``--latency`` preset, with any explicit size overriding it."""
+    ctx = click.get_current_context(silent=True)
+    latency = ctx.meta.get("phonestream.latency", "balanced") if ctx is not None else "balanced"
+    return StreamConfig.for_model(model, chunk_ms, left_ms, right_ms, latency=latency)
 
 
 def output_options(func: Callable) -> Callable:
@@ -117,7 +139,7 @@ def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_
             if d["endpoint"] else False
         if d.get("silence_db") is not None:
             kwargs["silence_db"] = d["silence_db"]
-    recognizer = Recognizer(loaded, StreamConfig.for_model(loaded, chunk_ms, left_ms, right_ms), **kwargs)
+    recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms), **kwargs)
     if warmup:
         loaded.warmup()
     return recognizer
@@ -519,7 +541,7 @@ def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, le
 
             torch.set_num_threads(threads)
         loaded = random_base_model(device)
-        recognizer = Recognizer(loaded, StreamConfig.for_model(loaded, chunk_ms, left_ms, right_ms))
+        recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms))
         loaded.warmup()
     else:
         recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms,

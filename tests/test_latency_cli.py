@@ -1,0 +1,37 @@
+"""``--latency`` picks a window preset on every model-loading command; explicit sizes override it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from phonestream.cli import main
+from phonestream.models import load_model
+from phonestream.streaming import StreamConfig
+
+
+def _summary(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("latency", ["low", "balanced", "accurate"])
+def test_stream_uses_the_latency_preset(tiny_model_dir, wav_file, latency):
+    expected = StreamConfig.for_model(load_model(str(tiny_model_dir)), latency=latency)
+    s = _summary(["stream", str(wav_file), "-m", str(tiny_model_dir), "--json", "--latency", latency])
+    assert (s["chunk_ms"], s["left_ms"], s["right_ms"]) == (expected.chunk_ms, expected.left_ms, expected.right_ms)
+
+
+def test_explicit_sizes_override_the_preset(tiny_model_dir, wav_file):
+    low = StreamConfig.for_model(load_model(str(tiny_model_dir)), latency="low")
+    s = _summary(["stream", str(wav_file), "-m", str(tiny_model_dir), "--json", "--latency", "low",
+                  "--right-ms", "0"])
+    assert (s["chunk_ms"], s["left_ms"], s["right_ms"]) == (low.chunk_ms, low.left_ms, 0)
+
+
+def test_unknown_preset_is_a_usage_error(tiny_model_dir, wav_file):
+    result = CliRunner().invoke(main, ["stream", str(wav_file), "-m", str(tiny_model_dir), "--latency", "fast"])
+    assert result.exit_code == 2 and "'fast' is not one of" in result.output
