@@ -22,6 +22,7 @@ from .engine import Recognizer, Stream
 from .events import Summary
 from .models import ModelError, load_model
 from .numerics import numeric_setup, pin_blas_threads
+from .numerics import numeric_setup, pin_blas_threads
 from .models.base import LATENCY_PRESETS
 from .phones import to_ipa
 from .streaming import ConfigError, StreamConfig
@@ -127,6 +128,7 @@ def decoder_options(func: Callable) -> Callable:
 
 def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                 warmup: bool = True, decoding: dict | None = None) -> Recognizer:
+    pin_blas_threads()  # the head's results then do not depend on the machine's core count (numerics.py)
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
                         threads=threads)
     kwargs = {}
@@ -321,6 +323,7 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
                       progress=None if json_out else lambda it: track(it, total=len(items), description="eval",
                                                                       console=_stderr()))
     result["skipped_no_phones"] = skipped
+    result["numerics"] = numeric_setup(recognizer.model)
     cfg = recognizer.config
     result["config"] = {"chunk_ms": cfg.chunk_ms, "left_ms": cfg.left_ms, "right_ms": cfg.right_ms}
     if json_out:
@@ -331,6 +334,8 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
     click.echo(f"stream vs offline: edit distance {result['stream_vs_offline']['edit_distance']}, "
                f"ratio {result['stream_vs_offline']['ratio']}; skipped (no phones): {skipped}")
     _print_confidence(result["confidence"])
+    click.echo("numerics (what can change these figures between machines, see phonestream/numerics.py): "
+               + "; ".join(f"{k} {v}" for k, v in result["numerics"].items()))
     for err in result["errors"]:
         click.echo(f"skipped: {err}", err=True)
 
