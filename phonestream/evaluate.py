@@ -266,4 +266,5 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     }
 
 
-__all__ = ["Item", "ManifestError", "Where", "read_manifest", "evaluate", "stream_file", "replay_file", "parse_decoders"]
+__all__ = ["Item", "ManifestError", "Where", "read_manifest", "evaluate", "stream_file", "replay_file",
+           "parse_decoders"]

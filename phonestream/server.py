@@ -106,8 +106,8 @@ def check_bind(settings: ServerSettings) -> None:
     """
     if not is_loopback(settings.host) and not settings.token and not settings.allow_insecure_bind:
         raise ServerError(f"--host {settings.host} would let anyone on the network use this server: pass "
-                          "--token SECRET (clients then send ?token=SECRET), or --allow-insecure-bind to do it "
-                          "without one")
+                          "--token SECRET (clients then send 'Authorization: Bearer SECRET', browsers "
+                          "?token=SECRET), or --allow-insecure-bind to do it without one")
 
 
 class ProtocolError(Exception):

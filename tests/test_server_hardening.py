@@ -379,6 +379,26 @@ def test_eval_where_errors_are_one_line(tmp_path, where, message):
     assert lines[0].startswith("phonestream: error:") and isinstance(result.exception, SystemExit)
 
 
+def test_repeated_warnings_are_rate_limited():
+    from phonestream.server import RateLimit
+
+    logger = logging.getLogger("phonestream.test.flood")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    collect = Collect()
+    logger.addHandler(collect)
+    limit = RateLimit(burst=5, window_s=0.5)
+    logger.addFilter(limit)
+    for _ in range(1000):
+        logger.warning("Invalid HTTP request received.")
+    logger.info("informational lines are not limited")
+    logger.warning("another message has its own budget")
+    assert len(collect.lines) == 5 + 1 + 1
+    time.sleep(0.6)
+    logger.warning("Invalid HTTP request received.")
+    assert collect.lines[-1] == "Invalid HTTP request received. (995 more like this in the last 0.5 s not logged)"
+
+
 # -- soak ----------------------------------------------------------------------------------------------
 
 
