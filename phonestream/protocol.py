@@ -29,14 +29,29 @@ class ConfigInvalid(ValueError):
     """A config message the server refuses (one line, naming the key)."""
 
 
-def _int(lo: int, hi: int):
+def _int(lo: int, hi: int) -> Any:
+    """A JSON integer (not a float, string or boolean) in ``[lo, hi]``."""
     return Annotated[int, Field(strict=True, ge=lo, le=hi)]
 
 
-def _number(lo: float, hi: float, *, open_low: bool = False):
+def _number(lo: float, hi: float, *, open_low: bool = False) -> Any:
     """A finite JSON number (an integer is fine) in ``[lo, hi]`` (``(lo, hi]`` with ``open_low``)."""
     low = {"gt": lo} if open_low else {"ge": lo}
     return Annotated[float, Field(strict=True, allow_inf_nan=False, le=hi, **low)]
+
+
+# the value types of the keys below
+SampleRate = _int(4000, 192000)
+Channels = _int(1, 8)
+ChunkMs = _int(1, 600_000)
+ContextMs = _int(0, 600_000)
+BeamWidth = _int(1, 1024)
+LMWeight = _number(0, 10)
+Bonus = _number(-20, 20)
+Decibels = _number(-200, 0)
+RuleSeconds = _number(0, 600, open_low=True)
+UtteranceSeconds = _number(0, 3600, open_low=True)
+Fraction = _number(0, 1, open_low=True)
 
 
 class _Strict(BaseModel):
@@ -47,10 +62,10 @@ class EndpointRules(_Strict):
     """``endpoint`` as an object: the trailing-silence rules of :class:`~phonestream.endpoint.EndpointConfig`
     (seconds), each optional."""
 
-    rule1_s: _number(0, 600, open_low=True) = EndpointConfig.rule1_s  # type: ignore[valid-type]
-    rule2_s: _number(0, 600, open_low=True) = EndpointConfig.rule2_s  # type: ignore[valid-type]
-    max_utterance_s: _number(0, 3600, open_low=True) = EndpointConfig.max_utterance_s  # type: ignore[valid-type]
-    blank_threshold: _number(0, 1, open_low=True) = EndpointConfig.blank_threshold  # type: ignore[valid-type]
+    rule1_s: RuleSeconds = EndpointConfig.rule1_s
+    rule2_s: RuleSeconds = EndpointConfig.rule2_s
+    max_utterance_s: UtteranceSeconds = EndpointConfig.max_utterance_s
+    blank_threshold: Fraction = EndpointConfig.blank_threshold
 
     def to_engine(self) -> EndpointConfig:
         return EndpointConfig(self.rule1_s, self.rule2_s, self.max_utterance_s, self.blank_threshold)
@@ -72,23 +87,23 @@ class ConfigMessage(_Strict):
 
     type: Literal["config"]
     # the audio the client sends
-    sample_rate: _int(4000, 192000) | None = None  # type: ignore[valid-type]
+    sample_rate: SampleRate | None = None
     format: Literal["s16le", "f32le"] = "s16le"
-    channels: _int(1, 8) = 1  # type: ignore[valid-type]
+    channels: Channels = 1
     # window sizes (ms); the server's min_chunk_ms / max_window_ms and the model's frame stride apply too
-    chunk_ms: _int(1, 600_000) | None = None  # type: ignore[valid-type]
-    left_ms: _int(0, 600_000) | None = None  # type: ignore[valid-type]
-    right_ms: _int(0, 600_000) | None = None  # type: ignore[valid-type]
+    chunk_ms: ChunkMs | None = None
+    left_ms: ContextMs | None = None
+    right_ms: ContextMs | None = None
     # per-stream engine options (Recognizer.stream); lm: clients cannot name files on the server
     partials: StrictBool = True
     decoder: Literal["auto", "greedy", "beam"] | None = None
-    beam: _int(1, 1024) | None = None  # type: ignore[valid-type]
+    beam: BeamWidth | None = None
     lm: Literal["auto", "none"] | None = None
-    lm_weight: _number(0, 10) | None = None  # type: ignore[valid-type]
-    insertion_bonus: _number(-20, 20) | None = None  # type: ignore[valid-type]
+    lm_weight: LMWeight | None = None
+    insertion_bonus: Bonus | None = None
     endpoint: Endpoint | None = None
     # a Recognizer field: windows quieter than this (dBFS) skip the model
-    silence_db: _number(-200, 0) | None = None  # type: ignore[valid-type]
+    silence_db: Decibels | None = None
 
     def stream_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Recognizer.stream``: the options the client gave."""
