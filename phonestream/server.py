@@ -241,7 +241,7 @@ class App:
                     return _bad(f"mode=offline takes at most {OFFLINE_UPLOAD_MAX_S:g} s of audio; use mode=stream",
                                 413)
                 return await self._transcribe_offline(data)
-            return await self._transcribe_stream(data)
+            return await self._transcribe_stream(data, request)
         except UploadError as err:
             return _bad(str(err), err.status)
         except AudioTooLarge as err:
@@ -263,10 +263,11 @@ class App:
                    "phoneme_string": " ".join(p.phoneme for p in phonemes)}
         return JSONResponse({"phonemes": [p.to_dict() for p in phonemes], "summary": summary})
 
-    async def _transcribe_stream(self, data: bytes) -> Response:
+    async def _transcribe_stream(self, data: bytes, request: Request) -> Response:
         """An upload through the live engine, as one more stream of the scheduler. It is decoded a chunk at
         a time and kept only one window ahead of the model, so each batch holds at most one window of it
-        and a long upload cannot delay the live streams by more than that."""
+        and a long upload cannot delay the live streams by more than that. It stops as soon as the client
+        hangs up (nobody would get the result)."""
         outbox: asyncio.Queue = asyncio.Queue()
         session = self.scheduler.open(self.recognizer.stream(partials=False), outbox)
         streamer = session.stream.streamer
@@ -283,6 +284,8 @@ class App:
                 self.scheduler.feed(session, block)
                 while session.unprocessed >= streamer.chunk + streamer.right and not session._closed:
                     await self.scheduler.wait_progress(session, 1.0)
+                if await request.is_disconnected():
+                    return Response(status_code=400)  # never delivered: the client is gone
             phonemes, summary, error = await collector
         finally:
             collector.cancel()
@@ -356,7 +359,7 @@ class App:
             await ws.send_text(_dumps({"type": "ready", "stream_id": session.id, "sample_rate": spec.sample_rate,
                                            "model_sample_rate": self.model.sample_rate, "chunk_ms": cfg.chunk_ms,
                                            "left_ms": cfg.left_ms, "right_ms": cfg.right_ms}))
-            sender = asyncio.create_task(_pump(ws, outbox))
+            sender = asyncio.create_task(_pump(ws, outbox, self.limits.idle_timeout_s))
             receiver = asyncio.create_task(self._receive_audio(ws, spec, session, outbox))
             await sender  # ends after the summary, an error, or a disconnect
             receiver.cancel()
@@ -468,17 +471,18 @@ class App:
             outbox.put_nowait(Close(None))
 
 
-async def _pump(ws: WebSocket, outbox: asyncio.Queue) -> None:
-    """Send the outbox's JSON events until a Close (the only task that sends after the handshake)."""
+async def _pump(ws: WebSocket, outbox: asyncio.Queue, send_timeout_s: float) -> None:
+    """Send the outbox's JSON events until a Close (the only task that sends after the handshake). A
+    peer that stops reading is dropped once one send has waited ``send_timeout_s``."""
     while True:
         item = await outbox.get()
         try:
             if isinstance(item, Close):
                 if item.code is not None:
-                    await ws.close(item.code, item.reason)
+                    await asyncio.wait_for(ws.close(item.code, item.reason), send_timeout_s)
                 return
-            await ws.send_text(item)
-        except (WebSocketDisconnect, ConnectionError, RuntimeError):
+            await asyncio.wait_for(ws.send_text(item), send_timeout_s)
+        except (WebSocketDisconnect, ConnectionError, RuntimeError, asyncio.TimeoutError):
             return
 
 
@@ -545,7 +549,10 @@ def uvicorn_server(app: App, log_level: str = "info"):
     server = uvicorn.Server(uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=log_level, lifespan="on",
         http=guarded_http_protocol(max_connections, settings.request_timeout_s),
-        ws_max_size=uvicorn_ws_max_size(settings.limits), ws_ping_interval=20, ws_ping_timeout=20,
+        # no keepalive pings: while a stream is held back (backpressure) its socket is not read, so pongs
+        # would go unread and a stream that is merely behind would be closed; dead peers are caught by the
+        # idle timeout (receiving) and the send timeout in _pump (a peer that stops reading)
+        ws_max_size=uvicorn_ws_max_size(settings.limits), ws_ping_interval=None, ws_ping_timeout=None,
         timeout_keep_alive=5, timeout_graceful_shutdown=5))
     install_log_filters()  # after uvicorn.Config, which configures its loggers
     return server

@@ -417,3 +417,22 @@ def test_short_soak_answers_every_hostile_client_and_spares_the_good_stream(reco
     assert answers.get("upload_bomb", {"http 413"}) == {"http 413"}
     assert answers.get("foreign_origin", {"http 403"}) == {"http 403"}
     assert answers.get("silent_tcp", {"closed"}) == {"closed"}
+
+
+def test_upload_stops_when_its_client_hangs_up(server):
+    url, app = server
+    audio = np.tile(load_audio(RECORDING, 16000), 30)[: 59 * 16000]  # 59 s: ~185 windows of 320 ms
+    buf = io.BytesIO()
+    sf.write(buf, audio, 16000, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    windows_before = app.scheduler.windows + app.scheduler.skipped
+    sock = socket.create_connection(("127.0.0.1", port_of(url)))
+    sock.sendall(b"POST /transcribe HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(data) + data)
+    deadline = time.time() + 10
+    while health(url)["streams"] == 0 and time.time() < deadline:
+        time.sleep(0.01)
+    sock.close()  # gone before the result
+    h = wait_idle(url, 30)
+    assert h["streams"] == 0 and h["scheduler_sessions"] == 0
+    done = app.scheduler.windows + app.scheduler.skipped - windows_before
+    assert done < 120, done  # the whole upload would take ~185
