@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from phonestream.endpoint import EndpointConfig, Endpointer
-from phonestream.engine import Recognizer
+from phonestream.engine import SILENCE_DB, Recognizer
 from phonestream.events import Endpoint, Phoneme
+from phonestream.models.base import CTCModel
 from phonestream.streaming import StreamConfig
 
 FS = 0.02  # seconds per frame
@@ -74,22 +75,71 @@ def stream_events(rec, audio, piece=800, **options):
     return events + stream.finish(offline=False)
 
 
+class HearsQuietAsBlank(CTCModel):
+    """The tiny random model, except that it hears frames quieter than ``quiet_db`` as mostly blank
+    (blank 0.8, the rest shared), as a trained model hears a pause. The random model alone hears
+    phonemes in any noise (its input is normalised), so it cannot show the endpointer working on what
+    a model says about a pause it actually ran on."""
+
+    def __init__(self, inner: CTCModel, quiet_db: float = -45.0) -> None:
+        self.inner, self.quiet_db = inner, quiet_db
+        self.sample_rate, self.frame_stride, self.vocab = inner.sample_rate, inner.frame_stride, inner.vocab
+        self.streaming_defaults, self.description = inner.streaming_defaults, "tiny, quiet frames blank"
+
+    def num_frames(self, n_samples: int) -> int:
+        return self.inner.num_frames(n_samples)
+
+    def log_probs_batch(self, windows):
+        out = []
+        for window, lp in zip(windows, self.inner.log_probs_batch(windows)):
+            lp = lp.copy()
+            for t in range(len(lp)):
+                frame = window[t * self.frame_stride : (t + 1) * self.frame_stride].astype(np.float64)
+                if 10 * np.log10(np.mean(frame**2) + 1e-20) < self.quiet_db:
+                    lp[t] = np.log(0.2 / (len(self.vocab) - 1))
+                    lp[t, self.vocab.blank_id] = np.log(0.8)
+            out.append(lp)
+        return out
+
+
 def test_endpoint_falls_in_the_pause_and_decoder_resets(tiny_model, speechlike):
-    audio, pause_start, pause_end = joined(speechlike)
-    rec = Recognizer(tiny_model, StreamConfig(160, 320, 160))
+    """The pause (-50 dBFS noise) is louder than the silence gate, so the model runs on every window
+    and the endpointer decides from the posteriors the model gave it."""
+    audio, pause_start, pause_end = joined(speechlike, noise_db=-50.0)
+    assert -50.0 > SILENCE_DB
+    rec = Recognizer(HearsQuietAsBlank(tiny_model), StreamConfig(160, 320, 160))
     events = stream_events(rec, audio)
+    summary = events[-1].metrics
+    assert summary["skipped_windows"] == 0  # not the gate: the model heard the pause
     endpoints = [e for e in events if isinstance(e, Endpoint)]
     assert [e.rule for e in endpoints] == ["silence", "end_of_stream"]
     first = endpoints[0]
     assert pause_start <= first.end <= pause_end and first.speech_end <= pause_start + 0.2
+    assert first.end == pytest.approx(first.speech_end + EndpointConfig().rule2_s)
     phonemes = [e for e in events if isinstance(e, Phoneme)]
     assert [p.index for p in phonemes] == list(range(len(phonemes)))
     assert not [p for p in phonemes if pause_start + 0.2 < p.start < pause_end - 0.2]  # nothing in the pause
     order = [type(e).__name__ for e in events if isinstance(e, (Phoneme, Endpoint))]
     cut = order.index("Endpoint")
+    assert phonemes[:cut] and phonemes[cut:]
     assert all(p.end <= first.end for p in phonemes[: cut]) and all(p.start >= first.end for p in phonemes[cut:])
-    summary = events[-1].metrics
-    assert summary["utterances"] == 2 and summary["skipped_windows"] > 0  # the quiet pause skipped the model
+    assert summary["utterances"] == 2
+
+
+def test_a_pause_below_the_silence_gate_skips_the_model_and_still_ends_the_utterance(tiny_model, speechlike):
+    """With the random model's own posteriors: a -75 dBFS pause is below the gate, so its windows are
+    decoded as blank without running the model, and the endpointer cuts there."""
+    audio, pause_start, pause_end = joined(speechlike, noise_db=-75.0)
+    rec = Recognizer(tiny_model, StreamConfig(160, 320, 160))
+    events = stream_events(rec, audio)
+    endpoints = [e for e in events if isinstance(e, Endpoint)]
+    assert [e.rule for e in endpoints] == ["silence", "end_of_stream"]
+    assert pause_start <= endpoints[0].end <= pause_end
+    assert events[-1].metrics["skipped_windows"] > 0
+    rec = Recognizer(tiny_model, StreamConfig(160, 320, 160), silence_db=None)  # no gate: noise is heard
+    events = stream_events(rec, audio)
+    assert events[-1].metrics["skipped_windows"] == 0
+    assert [e.rule for e in events if isinstance(e, Endpoint)] == ["end_of_stream"]
 
 
 def test_endpointing_can_be_switched_off_and_works_with_beam(tiny_model, speechlike):
