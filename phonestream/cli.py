@@ -22,7 +22,6 @@ from .engine import Recognizer, Stream
 from .events import Summary
 from .models import ModelError, load_model
 from .numerics import numeric_setup, pin_blas_threads
-from .numerics import numeric_setup, pin_blas_threads
 from .models.base import LATENCY_PRESETS
 from .phones import to_ipa
 from .streaming import ConfigError, StreamConfig
@@ -253,9 +252,10 @@ def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left
 
         expected = read_expected(text, text_file)
         expected_words(expected)  # a bad text fails before the model loads
+    dev = int(input_device) if input_device and input_device.isdigit() else input_device
+    check_microphone(dev)  # no sound device: say so before the (slow) model load
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
-    dev = int(input_device) if input_device and input_device.isdigit() else input_device
     source = microphone(recognizer.model.sample_rate, feed_ms, dev)
     if expected is not None:
         stream, view = checked_stream(recognizer, expected, threshold, json_lines, ipa, compare_offline)
@@ -288,6 +288,15 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
     printer(Summary({"model": recognizer.model.description, "mode": "offline", "audio_s": round(len(audio) / sr, 3),
                      "compute_s": round(seconds, 3), "rtf": round(seconds / (len(audio) / sr), 4),
                      "phonemes": len(phonemes), "phoneme_string": " ".join(p.phoneme for p in phonemes)}))
+
+
+# The whole file is decoded at once: window sizes and endpointing do not apply, so --help leaves them out
+# (they are still accepted, so a command line shared with `stream` keeps working).
+_STREAMING_ONLY = {"chunk_ms", "left_ms", "right_ms", "endpoint", "endpoint_rule1", "endpoint_rule2",
+                   "max_utterance", "silence_db"}
+for _param in transcribe.params:
+    if isinstance(_param, click.Option) and _param.name in _STREAMING_ONLY:
+        _param.hidden = True
 
 
 @main.command(name="eval")
@@ -465,15 +474,13 @@ def phonemes(json_out) -> None:
                "ARPAbet phonemes: what phonestream prints (--ipa prints the IPA column instead)")
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                                "help_option_names": []})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args) -> None:
-    """Build data, train, evaluate and export a CTC head (stages: all, data, cache, fit, eval, export,
-    custom; `phonestream train --help` for the options)."""
-    from .train.__main__ import main as train_main
+def _train_group() -> click.Group:
+    from .train.cli import train
 
-    sys.exit(train_main(list(args)))
+    return train
+
+
+main.add_command(_train_group(), name="train")  # phonestream/train/cli.py: custom, and the recipe's stages
 
 __all__ = ["main", "print_summary"]
 

@@ -143,7 +143,7 @@ class TrainConfig:
     max_epochs: int = 30
     seed: int = 0
     threads: int = 1
-    eval_every: int = 100
+    eval_every: int = 100  # steps between evaluations; 0: at the end of every epoch
     warmup: int = 30
 
 
@@ -172,8 +172,12 @@ def _batches(data: States, frames: np.ndarray, batch_frames: int, rng: np.random
 
 
 def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig, dim: int,
-               evaluate_fn=None, log=print) -> nn.Module:
-    """Train (or resume) a head; checkpoints to ``out_dir/ckpt.pt``, best-by-eval to ``out_dir/best.pt``."""
+               evaluate_fn=None, log=print, on_step=None) -> nn.Module:
+    """Train (or resume) a head; checkpoints to ``out_dir/ckpt.pt``, best-by-eval to ``out_dir/best.pt``.
+
+    ``on_step(state, loss, steps_per_epoch)``, when given, is called after every optimiser step (a
+    progress display); ``state`` holds ``step``, ``epoch``, ``elapsed`` and ``history`` (evaluations).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -211,6 +215,16 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
                    str(path) + ".tmp")
         Path(str(path) + ".tmp").rename(path)
 
+    def evaluate_now():
+        head.eval()
+        score = evaluate_fn(head)
+        head.train()
+        state["history"].append({"step": state["step"], "epoch": state["epoch"], **score})
+        log(f"eval step {state['step']}: {score}")
+        if state["best"] is None or score["score"] < state["best"]["score"]:
+            state["best"] = {"step": state["step"], **score}
+            torch.save({"head": head.state_dict(), "config": asdict(cfg), "score": score}, out_dir / "best.pt")
+
     start = time.time() - state["elapsed"]
     done = False
     while state["epoch"] < cfg.max_epochs and not done:
@@ -235,18 +249,13 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
             losses.append(loss.item())
             state["step"] += 1
             state["elapsed"] = time.time() - start
+            if on_step is not None:
+                on_step(state, losses[-1], n_batches)
             if state["step"] % 50 == 0:
                 log(f"step {state['step']} epoch {state['epoch']} loss {np.mean(losses[-50:]):.3f} "
                     f"lr {lr_at(state['step']):.2e} {state['elapsed'] / 60:.1f} min")
-            if evaluate_fn is not None and state["step"] % cfg.eval_every == 0:
-                head.eval()
-                score = evaluate_fn(head)
-                head.train()
-                state["history"].append({"step": state["step"], **score})
-                log(f"eval step {state['step']}: {score}")
-                if state["best"] is None or score["score"] < state["best"]["score"]:
-                    state["best"] = {"step": state["step"], **score}
-                    torch.save({"head": head.state_dict(), "config": asdict(cfg), "score": score}, out_dir / "best.pt")
+            if evaluate_fn is not None and cfg.eval_every and state["step"] % cfg.eval_every == 0:
+                evaluate_now()
             if state["step"] % 100 == 0:
                 save(ckpt)
             if state["elapsed"] > cfg.max_minutes * 60:
@@ -254,11 +263,13 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
                 break
         else:
             state["epoch"] += 1
+            if evaluate_fn is not None and not cfg.eval_every and state["epoch"] < cfg.max_epochs:
+                evaluate_now()  # per epoch; the last one is the final evaluation below
         save(ckpt)
     head.eval()
     if evaluate_fn is not None:
         score = evaluate_fn(head)
-        state["history"].append({"step": state["step"], **score})
+        state["history"].append({"step": state["step"], "epoch": state["epoch"], **score})
         log(f"final eval step {state['step']}: {score}")
         if state["best"] is None or score["score"] < state["best"]["score"]:
             state["best"] = {"step": state["step"], **score}

@@ -1,0 +1,313 @@
+"""``phonestream train``: fit a CTC head on your own frozen encoder, or run the default model's recipe.
+
+``phonestream train custom`` fits a phoneme head on a frozen Hugging Face encoder from a vocabulary file and
+a labelled manifest (:mod:`.custom`). The other commands are the default model's recipe, stage by stage
+(:mod:`.pipeline`): ``data``, ``cache``, ``fit``, ``eval``, ``export``, or ``all`` of them in order.
+``python -m phonestream.train`` is the same command.
+
+Every bad argument is one line (``phonestream: error: ...``) and exit code 2, like the rest of phonestream;
+working folders default to the current folder, and ``export`` never writes into the installed package
+unless ``--out`` names it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+#: Where caches, checkpoints and logs go when --work is not given: under the current folder.
+DEFAULT_WORK = Path("phonestream-work")
+#: The model folder ``train custom`` writes when --out is not given.
+DEFAULT_CUSTOM_OUT = Path("phonestream-head")
+STAGES = ("all", "data", "cache", "fit", "eval", "export")
+
+
+class TrainError(ValueError):
+    """A training set-up that cannot work (one-line message for the user)."""
+
+
+def parse_head(kind: str) -> dict[str, Any]:
+    """``linear``, ``conv`` (256 hidden, kernel 5, 2 layers) or ``conv-HIDDEN-KERNEL-LAYERS`` -> head spec.
+
+    Raises:
+        TrainError: any other text, non-positive sizes or an even kernel.
+    """
+    if kind == "linear":
+        return {"type": "linear"}
+    if kind == "conv":
+        return {"type": "conv", "hidden": 256, "kernel": 5, "layers": 2}
+    m = re.fullmatch(r"conv-(\d+)-(\d+)-(\d+)", kind)
+    if not m:
+        raise TrainError(f"unknown head {kind!r}: use linear, conv or conv-HIDDEN-KERNEL-LAYERS (e.g. conv-256-5-1)")
+    hidden, kernel, layers = (int(g) for g in m.groups())
+    if min(hidden, kernel, layers) < 1 or kernel % 2 == 0:
+        raise TrainError(f"head {kind!r}: sizes must be positive and the kernel odd")
+    return {"type": "conv", "hidden": hidden, "kernel": kernel, "layers": layers}
+
+
+class HeadType(click.ParamType):
+    """A head description checked by :func:`parse_head` (the value stays the text)."""
+
+    name = "linear|conv|conv-H-K-L"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        try:
+            parse_head(str(value))
+        except TrainError as err:
+            self.fail(str(err), param, ctx)
+        return str(value)
+
+
+class RunName(click.ParamType):
+    """A run's folder name under WORK/runs: one plain name, not a path."""
+
+    name = "name"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        text = str(value)
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", text):
+            self.fail(f"{text!r} is not a run name (letters, digits, '.', '_', '+', '-'; no folders)", param, ctx)
+        return text
+
+
+class WorkDir(click.ParamType):
+    """A working folder: not empty text, not an existing file."""
+
+    name = "folder"
+
+    def convert(self, value: Any, param, ctx) -> Path:
+        if isinstance(value, Path):
+            return value
+        text = str(value)
+        if not text.strip():
+            self.fail("is empty: give a folder (it is created if needed)", param, ctx)
+        path = Path(text).expanduser()
+        if path.exists() and not path.is_dir():
+            self.fail(f"{text} is a file, not a folder", param, ctx)
+        return path
+
+
+class TrainGroup(click.Group):
+    """Turns click's usage errors into phonestream's one line (``phonestream: error: ...``, exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as err:
+            hint = f" (phonestream {ctx.info_name} {err.ctx.info_name} --help)" if err.ctx and err.ctx is not ctx \
+                else f" (phonestream {ctx.info_name} --help)"
+            click.echo(f"phonestream: error: {err.format_message()}{hint}", err=True)
+            ctx.exit(2)
+
+
+def _one_line_errors(func: Callable) -> Callable:
+    from ..audio import AudioError
+    from ..evaluate import ManifestError
+    from ..models.base import ModelError
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (ManifestError, ModelError, AudioError, ValueError, OSError) as err:  # TrainError too
+            click.echo(f"phonestream: error: {err}", err=True)
+            raise click.exceptions.Exit(2) from None
+
+    return wrapper
+
+
+@click.group(cls=TrainGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def train() -> None:
+    """Fit a CTC phoneme head on your own frozen encoder (custom), or run the default model's recipe
+    (data, cache, fit, eval, export, all)."""
+
+
+# -- your own encoder -------------------------------------------------------------------------------
+
+
+@train.command()
+@click.option("--backbone", required=True,
+              help="Your frozen encoder: a Hugging Face folder or hub id (Wav2Vec2Model, HubertModel, WavLMModel...).")
+@click.option("--vocab", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Phoneme symbols, one per line (<blank> is added first if absent).")
+@click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training TSV with a header: audio (or wav) and phones columns; audio paths relative to it.")
+@click.option("--dev", "dev_manifest", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out TSV in the same form: its PER is printed after every epoch.")
+@click.option("--out", default=DEFAULT_CUSTOM_OUT, show_default=True, type=click.Path(path_type=Path),
+              help="The model folder to write; use it with -m OUT.")
+@click.option("--work", default=DEFAULT_WORK, show_default=True, type=WorkDir(),
+              help="Folder for the cached encoder states and the checkpoints.")
+@click.option("--head-type", default="linear", show_default=True, type=HeadType(),
+              help="linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS.")
+@click.option("--phones-column", default="phones", show_default=True, help="The manifests' phones column.")
+@click.option("--epochs", default=None, type=click.IntRange(1),
+              help="Passes over the data (default: 40, more on a small set so that training makes at least "
+                   "400 updates).")
+@click.option("--minutes", default=10.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Time budget: training stops at the end of --epochs or after this long.")
+@click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Peak learning rate (AdamW, warm-up then cosine decay).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Torch threads for training.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Processes computing the encoder states (each loads the encoder).")
+@click.option("--augment/--no-augment", default=False, show_default=True,
+              help="Perturb the training audio (speed, noise, reverberation) before encoding it.")
+@click.option("--checkpoint", default="auto", show_default=True, type=click.Choice(["auto", "last", "best"]),
+              help="What to export: the last epoch, or the one with the lowest dev PER (auto: best with --dev).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming the checkpoint left in --work.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar; the log lines only.")
+@_one_line_errors
+def custom(backbone: str, vocab: Path, manifest: Path, dev_manifest: Path | None, out: Path, work: Path,
+           head_type: str, phones_column: str, epochs: int | None, minutes: float, lr: float, seed: int, threads: int,
+           workers: int, augment: bool, checkpoint: str, fresh: bool, quiet: bool) -> None:
+    """Fit a CTC phoneme head on your own frozen encoder and write a model folder.
+
+    The encoder's states are computed through phonestream's streamer (the windows it will see when
+    streaming) and cached under WORK; the head is trained on them with a progress bar showing the
+    loss (and the dev PER after every epoch with --dev), checkpointing as it goes: run the same
+    command again to resume. The result streams with `phonestream stream FILE -m OUT`.
+    """
+    from .custom import fit_custom
+
+    with _progress(quiet) as (log, on_step):
+        fit_custom(backbone, vocab, manifest, out, work, parse_head(head_type), minutes=minutes, seed=seed,
+                   epochs=epochs, lr=lr, threads=threads, workers=workers, dev_manifest=dev_manifest,
+                   augment_audio=augment, fresh=fresh, phones_column=phones_column, checkpoint=checkpoint,
+                   log=log, on_step=on_step)
+
+
+class _progress:
+    """A rich progress bar (steps, epoch, loss, dev PER) and a log that prints above it."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True, highlight=False)
+        if not self.quiet:
+            self.bar = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+            self.bar.start()
+
+        def log(message: str) -> None:
+            console.print(message, markup=False, highlight=False)
+
+        def on_step(state: dict, loss: float, steps_per_epoch: int, total_epochs: int) -> None:
+            history = [h for h in state.get("history", []) if "score" in h]
+            info = f"epoch {state['epoch'] + 1}/{total_epochs}  loss {loss:.3f}"
+            if history:
+                info += f"  dev PER {history[-1]['score']:.1f}%"
+            if self.bar is None:
+                return
+            total = steps_per_epoch * total_epochs
+            if self.task is None:
+                self.task = self.bar.add_task("train", total=total, info=info)
+            self.bar.update(self.task, completed=min(state["step"], total), total=total, info=info)
+
+        return log, on_step
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# -- the default model's recipe ----------------------------------------------------------------------
+
+
+def _recipe_options(func: Callable) -> Callable:
+    """The recipe's options, the same for every stage (each stage reads the ones it needs)."""
+    options = [
+        click.option("--work", default=DEFAULT_WORK, show_default=True, type=WorkDir(),
+                     help="Working folder for audio, caches, runs."),
+        click.option("--run", default="conv-256-5-1-2copies-s0", show_default=True, type=RunName(),
+                     help="Name of the training run (a folder under WORK/runs)."),
+        click.option("--head", default="conv-256-5-1", show_default=True, type=HeadType(),
+                     help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
+        click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
+                     help="fit: training time budget."),
+        click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
+        click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
+                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)."),
+        click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
+                     help="cache: augmented passes over the training audio."),
+        click.option("--workers", default=2, show_default=True, type=click.IntRange(1)),
+        click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
+                     help="fit: torch threads for training."),
+        click.option("--full", is_flag=True, help="eval: all of fraser_arctic, not 150 utterances."),
+        click.option("--out", default=None, type=click.Path(file_okay=False, path_type=Path),
+                     help="export: the model folder to write (default: WORK/export/RUN; the shipped model is "
+                          "only replaced when --out names it)."),
+        click.option("--checkpoint", default="last", show_default=True, type=click.Choice(["last", "best"]),
+                     help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
+                          "on the development sets while training."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+_DETAILS = {
+    "all": "Each stage skips the work whose output already exists, so an interrupted run resumes.",
+    "data": "espeak-ng, flite, festival and Piper voices (scripts/install-train-deps.sh); --rounds, --workers.",
+    "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
+             "WORK/cache; --copies, --rounds, --workers.",
+    "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
+           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed.",
+    "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
+            "--checkpoint.",
+    "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "
+              "phonestream/default_model); --checkpoint.",
+}
+
+
+def _stage_command(stage: str, summary: str) -> None:
+    @train.command(name=stage, help=summary + "\n\n" + _DETAILS[stage], short_help=summary)
+    @_recipe_options
+    @_one_line_errors
+    def command(**options: Any) -> None:
+        code = run_recipe(stage, options)
+        if code:
+            raise click.exceptions.Exit(code)
+
+
+def run_recipe(stage: str, options: dict[str, Any]) -> int:
+    """Run a recipe stage with checked options (the recipe's own parser in :mod:`.__main__` runs it).
+
+    ``export`` (and ``all``) without ``out`` write WORK/export/RUN, never the installed default model."""
+    from .__main__ import main as recipe_main
+
+    if options.get("out") is None and stage in ("all", "export"):
+        options = {**options, "out": Path(options["work"]) / "export" / options["run"]}
+    argv = [stage]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            argv += [flag] if value else []
+        elif value is not None:
+            argv += [flag, str(value)]
+    return recipe_main(argv)
+
+
+for _stage, _summary in (
+    ("all", "The default model's recipe: data, cache, fit, export."),
+    ("data", "Synthesise labelled speech into WORK/synth."),
+    ("cache", "Cache streamed encoder states for training."),
+    ("fit", "Train the head on the cached states."),
+    ("eval", "Score a run's head on the real-speech sets."),
+    ("export", "Write a run's head as a model folder."),
+):
+    _stage_command(_stage, _summary)
