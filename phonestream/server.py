@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hmac
 import ipaddress
 import json
@@ -496,10 +497,12 @@ async def _send_error_and_close(ws: WebSocket, message: str, code: int) -> None:
 
 def allowed_origins(settings: ServerSettings) -> set[str]:
     """Web origins whose pages may use the server: its own page at the address it listens on (all the
-    loopback names when it listens on loopback or on every address) plus ``--allow-origin``."""
-    host = settings.host.strip("[]")
-    hosts = {host} if host not in ("0.0.0.0", "::", "") else set()
-    if not hosts or is_loopback(host):
+    loopback names when it listens on loopback; those plus this machine's name and addresses when it
+    listens on every address) plus ``--allow-origin``."""
+    host = settings.host.strip("[]").lower()
+    everywhere = host in ("0.0.0.0", "::", "")
+    hosts = _machine_names() if everywhere else {host}
+    if everywhere or is_loopback(host):
         hosts |= {"127.0.0.1", "localhost", "::1"}
     origins = {o.rstrip("/").lower() for o in settings.allow_origins}
     for h in hosts:
@@ -508,6 +511,18 @@ def allowed_origins(settings: ServerSettings) -> set[str]:
         if settings.port == 80:
             origins.add(f"http://{netloc}")
     return origins
+
+
+@functools.lru_cache(maxsize=1)
+def _machine_names() -> frozenset[str]:
+    """This machine's host name, full name and the addresses they resolve to (looked up once)."""
+    import socket
+
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    for name in list(names):
+        with contextlib.suppress(OSError):
+            names |= {info[4][0] for info in socket.getaddrinfo(name, None)}
+    return frozenset(n for n in names if n)
 
 
 def _dumps(obj: dict[str, Any]) -> str:

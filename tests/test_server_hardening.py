@@ -350,6 +350,9 @@ def test_origin_allow_list_for_websocket_and_upload(recognizer):
         for origin in (None, f"http://127.0.0.1:{port}", f"http://localhost:{port}", "https://app.example"):
             assert handshake(port, own, origin) == 101, origin
             assert post_from(url, origin) == 200, origin
+        everywhere = allowed_origins(ServerSettings(host="0.0.0.0", port=port))
+        assert f"http://{socket.gethostname().lower()}:{port}" in everywhere and "http://evil.example" not in everywhere
+        assert allowed_origins(ServerSettings(host="10.1.2.3", port=port)) == {f"http://10.1.2.3:{port}"}
         rebound = f"evil.example:{port}"  # DNS rebinding: the page's Host equals its Origin
         for host, origin in ((own, "http://evil.example"), (rebound, f"http://{rebound}"), (own, "null"),
                              (own, f"http://127.0.0.1:{port + 1}")):
