@@ -191,3 +191,14 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
         assert got["--checkpoint"] == "best" and got["--seed"] == "4" and got["--threads"] == "1"
     assert parser_view["export"]["--out"] == str(tmp_path / "export" / "r2") == parser_view["all"]["--out"]
     assert "--out" not in parser_view["fit"]
+
+
+def test_readme_walkthrough_names_only_real_flags():
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Your own encoder", 1)[1].split("\n## ", 1)[0]
+    shown = set(re.findall(r"(--[a-z][a-z-]+)", section))
+    help_text = CliRunner().invoke(main, ["train", "custom", "--help"], terminal_width=200).output
+    assert {"--backbone", "--vocab", "--manifest", "--dev", "--out", "--epochs", "--fresh"} <= shown
+    assert {f for f in shown if f not in help_text} == set()
