@@ -238,6 +238,29 @@ def test_silent_and_half_handshake_peers_are_closed_and_bounded(recognizer):
         assert stream_ok(url)
 
 
+def test_a_peer_that_stops_reading_is_dropped():
+    """The send pump gives up on a peer whose socket no longer drains (its sends never complete)."""
+    from phonestream.server import _pump
+
+    class Stuck:
+        sent = 0
+
+        async def send_text(self, text: str) -> None:
+            self.sent += 1
+            if self.sent > 2:
+                await asyncio.Event().wait()  # the peer's window is full: never drains
+
+    async def run() -> float:
+        outbox: asyncio.Queue = asyncio.Queue()
+        for i in range(10):
+            outbox.put_nowait(f'{{"type":"partial","n":{i}}}')
+        t0 = time.perf_counter()
+        await asyncio.wait_for(_pump(Stuck(), outbox, 0.3), 5)
+        return time.perf_counter() - t0
+
+    assert 0.25 < asyncio.run(run()) < 2
+
+
 def stream_ok(url: str) -> bool:
     audio = load_audio(RECORDING, 16000)
     result = asyncio.run(net.stream_audio(url, lambda rate: net.pieces(audio, 320)))
