@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 OFFLINE_UPLOAD_MAX_S = 120.0
 MAX_CHANNELS = 8  # in a config message and in an uploaded file
+MIN_RATE, MAX_RATE = 4000, 192000  # sample rates of an uploaded file
 UPLOAD = "the uploaded audio"  # how errors name an upload
 
 # WebSocket close codes (RFC 6455 section 7.4.1)
@@ -236,6 +237,9 @@ class App:
         try:
             data = await self._read_upload(request)
             info = audio_info(data, UPLOAD, self.limits.max_stream_s, MAX_CHANNELS)
+            if not MIN_RATE <= info.sample_rate <= MAX_RATE:  # the rates a config message may give
+                return _bad(f"the uploaded audio's sample rate {info.sample_rate} Hz is outside "
+                            f"{MIN_RATE}-{MAX_RATE} Hz")
             if mode == "offline":
                 if info.seconds is not None and info.seconds > OFFLINE_UPLOAD_MAX_S:
                     # one offline pass holds the shared model worker: keep it short, or the live streams stall

@@ -115,14 +115,16 @@ def test_upload_bomb_is_refused_from_its_header(server):
             assert time.perf_counter() - t0 < 2, (name, mode)
     status, body = post(url, "/transcribe", _wav(0.5, 12))
     assert status == 400 and "12 channels; at most 8" in body["message"]
+    status, body = post(url, "/transcribe", _wav(50, 1, rate=10))  # would be upsampled 1600x
+    assert status == 400 and "sample rate 10 Hz is outside 4000-192000 Hz" in body["message"]
     status, body = post(url, "/transcribe", b"\x00garbage" * 50)
     assert status == 400 and "cannot decode the uploaded audio" in body["message"] and "BytesIO" not in body["message"]
     assert wait_idle(url)["streams"] == 0
 
 
-def _wav(seconds: float, channels: int) -> bytes:
+def _wav(seconds: float, channels: int, rate: int = 16000) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, np.zeros((int(16000 * seconds), channels), np.float32), 16000, format="WAV")
+    sf.write(buf, np.zeros((int(rate * seconds), channels), np.float32), rate, format="WAV")
     return buf.getvalue()
 
 
