@@ -318,7 +318,7 @@ class _Tracebacks(logging.Handler):
 
 
 def _decoded(events: list[dict]) -> list[tuple]:
-    return [(e["phoneme"], e["start"], e["end"], round(e["confidence"], 3)) if e["type"] == "phoneme"
+    return [(e["phoneme"], e["start"], e["end"], round(e["confidence"], 2)) if e["type"] == "phoneme"
             else ("<endpoint>", e["start"], e["end"]) for e in events if e["type"] in ("phoneme", "endpoint")]
 
 
