@@ -195,8 +195,12 @@ class Stream:
     # -- the two halves, for callers that batch model calls across streams --------------------------
 
     def push(self, samples: np.ndarray) -> None:
-        """Add audio (mono float32 at the model's rate) without running the model."""
+        """Add audio (mono float32 at the model's rate) without running the model. Non-finite samples
+        (NaN, +-Inf, as a client's f32le may carry) are taken as 0 and +-1: one of them would otherwise
+        make every window that holds it NaN."""
         samples = np.asarray(samples, np.float32)
+        if not np.isfinite(samples).all():
+            samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
         self.streamer.push(samples)
         self.stats.audio_samples += len(samples)
         if self._audio is not None and len(samples):

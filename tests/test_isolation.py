@@ -183,3 +183,19 @@ def test_server_equals_local_engine_when_the_audio_ends_on_a_chunk_boundary(spee
     assert close.code == 1000
     assert decoded(events) == decoded(expected) and len(decoded(expected)) > 5
     assert [e for e in events if e["type"] != "summary"][-2:] == [e for e in expected if e["type"] != "summary"][-2:]
+
+
+def test_non_finite_samples_are_taken_as_silence_and_clipping(tiny_model, speech):
+    """A client's f32le may carry NaN or Infinity: the stream decodes as if they were 0 and +-1 (no NaN
+    posteriors, no numpy warnings), and nothing fails."""
+    import warnings
+
+    rec = Recognizer(tiny_model, StreamConfig(320, 640, 160), silence_db=None)
+    audio = speech[:32000].copy()
+    bad, clean = audio.copy(), audio.copy()
+    bad[[100, 9000, 20000]] = [np.nan, np.inf, -np.inf]
+    clean[[100, 9000, 20000]] = [0.0, 1.0, -1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = events_alone(rec, bad)
+    assert decoded(got) == decoded(events_alone(rec, clean)) and len(decoded(got)) > 5
