@@ -80,7 +80,7 @@ class Recognizer:
             self.config = StreamConfig.for_model(self.model)
         self.config.samples(self.model)  # validate now, with a clear message
         if self.model_dir is None:
-            self.model_dir = getattr(self.model, "source_dir", None)
+            self.model_dir = self.model.source_dir
         self.decoder_config()  # validate the decoder options now (and load the LM once)
         self.endpoint_config()
 

@@ -36,7 +36,8 @@ def load_model(
 
     Args:
         name: local folder or hub id; None for the shipped default model (or the backbone set-up).
-        backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` for a backbone-plus-head model.
+        backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` (:data:`.whisper.CONFIG_KEY`) for a
+            backbone-plus-head model.
         vocab: phoneme vocabulary file (one symbol per line) for the backbone set-up.
         head: safetensors weights of the head; a seeded random head when omitted.
         head_type: ``linear`` or ``conv`` when building a head on the fly.
@@ -103,8 +104,9 @@ def looks_like_a_path(name: str) -> bool:
 
 
 def _with_source(model: CTCModel, folder: Path | None) -> CTCModel:
-    """Remember the folder a model came from: files beside it (the phoneme LM ``lm.arpa*``) go with it."""
-    model.source_dir = folder  # type: ignore[attr-defined]
+    """Remember the folder a model came from (:attr:`CTCModel.source_dir`): files beside it (the phoneme
+    LM ``lm.arpa*``) go with it."""
+    model.source_dir = folder
     return model
 
 

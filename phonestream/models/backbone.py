@@ -15,39 +15,20 @@ from __future__ import annotations
 
 import json
 import os
-from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
+from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
 from .heads import Head, load_head, random_head
+from .whisper import CONFIG_KEY as WHISPER_KEY
+from .whisper import WhisperBackbone
 
 FORMAT = "phonestream-backbone-head"
 BLANK = "<blank>"
-
-
-class Backbone(ABC):
-    """A frozen encoder: audio window in, one state vector per frame out."""
-
-    sample_rate: int
-    frame_stride: int
-    dim: int
-    max_window_s: float | None = None
-    description: str = ""
-
-    @abstractmethod
-    def num_frames(self, n_samples: int) -> int:
-        """Frames the encoder emits for a window of ``n_samples`` samples."""
-
-    @abstractmethod
-    def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """States ``[num_frames(len(w)), dim]`` float32 for each window."""
-
-    @abstractmethod
-    def config(self) -> dict[str, Any]:
-        """JSON-able description from which :func:`load_backbone` rebuilds this backbone."""
+#: ``type`` of a Hugging Face encoder in a backbone config (the Whisper encoder's is :data:`WHISPER_KEY`).
+HF_ENCODER_KEY = "hf-encoder"
 
 
 class HFEncoderBackbone(Backbone):
@@ -57,7 +38,7 @@ class HFEncoderBackbone(Backbone):
         require_hf(f"the Hugging Face encoder {path}")
         from transformers import AutoConfig, AutoModel
 
-        from .hf import _conv_geometry, conv_num_frames, feature_settings
+        from .hf import conv_geometry, conv_num_frames, feature_settings, normalise_window
 
         try:
             cfg = AutoConfig.from_pretrained(path)
@@ -65,8 +46,8 @@ class HFEncoderBackbone(Backbone):
         except Exception as err:  # config/weights errors come in many types
             raise ModelError(f"cannot load encoder {path!r}: {str(err).splitlines()[0]}") from None
         self.path, self.device = str(path), device
-        self._kernels, self._strides = _conv_geometry(cfg)
-        self._conv_num_frames = conv_num_frames
+        self._kernels, self._strides = conv_geometry(cfg)
+        self._conv_num_frames, self._normalise = conv_num_frames, normalise_window
         self.frame_stride = int(np.prod(self._strides))
         self.dim = int(cfg.hidden_size)
         self.sample_rate, self.do_normalize = feature_settings(path)
@@ -85,13 +66,13 @@ class HFEncoderBackbone(Backbone):
                     out.append(np.zeros((0, self.dim), np.float32))
                     continue
                 if self.do_normalize:
-                    w = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
+                    w = self._normalise(w)
                 x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None].to(self.device)
                 out.append(self.model(x).last_hidden_state[0].float().cpu().numpy())
         return out
 
     def config(self) -> dict[str, Any]:
-        return {"type": "hf-encoder", "path": self.path}
+        return {"type": HF_ENCODER_KEY, "path": self.path}
 
 
 def _umask_mode(path: Path) -> None:
@@ -128,20 +109,26 @@ class BackboneCTCModel(CTCModel):
 
     def save(self, folder: str | Path) -> None:
         """Write the folder form described in this module's docstring."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        save_vocab_file(folder / "vocab.txt", self.vocab)
-        self.head.save(folder / "head.safetensors")
-        _umask_mode(folder / "head.safetensors")  # safetensors writes 0600; the folder is meant to be shared
-        d = self.streaming_defaults
-        meta = {
-            "format": FORMAT,
-            "backbone": self.backbone.config(),
-            "head": {**self.head_spec, "weights": "head.safetensors"},
-            "vocab": "vocab.txt",
-            "streaming": d.to_dict(),
-        }
-        (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+        save_model_folder(folder, self.backbone.config(), self.head, self.vocab, self.streaming_defaults)
+
+
+def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head: Head, vocab: Vocabulary,
+                      streaming: StreamingDefaults) -> None:
+    """Write the folder form described in this module's docstring for a head on the backbone that
+    ``backbone_config`` describes (:meth:`Backbone.config`), without loading that backbone."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_vocab_file(folder / "vocab.txt", vocab)
+    head.save(folder / "head.safetensors")
+    _umask_mode(folder / "head.safetensors")  # safetensors writes 0600; the folder is meant to be shared
+    meta = {
+        "format": FORMAT,
+        "backbone": backbone_config,
+        "head": {**head.spec, "weights": "head.safetensors"},
+        "vocab": "vocab.txt",
+        "streaming": streaming.to_dict(),
+    }
+    (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def read_vocab_file(path: str | Path) -> Vocabulary:
@@ -171,16 +158,14 @@ def save_vocab_file(path: str | Path, vocab: Vocabulary) -> None:
 def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None) -> Backbone:
     """A backbone from its config dict, or from a path / registered name given as a string."""
     if isinstance(spec, str):
-        spec = {"type": "whisper-tiny.en-ct2"} if spec == "whisper-tiny.en-ct2" else {"type": "hf-encoder", "path": spec}
+        spec = {"type": WHISPER_KEY} if spec == WHISPER_KEY else {"type": HF_ENCODER_KEY, "path": spec}
     kind = spec.get("type")
-    if kind == "hf-encoder":
+    if kind == HF_ENCODER_KEY:
         path = Path(spec["path"])
         if not path.is_absolute() and base is not None and (base / path).exists():
             path = base / path
         return HFEncoderBackbone(str(path), device)
-    if kind == "whisper-tiny.en-ct2":
-        from .whisper import WhisperBackbone
-
+    if kind == WHISPER_KEY:
         return WhisperBackbone(**{k: v for k, v in spec.items() if k != "type"}, device=device)
     raise ModelError(f"unknown backbone type {kind!r}")
 

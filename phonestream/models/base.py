@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -129,6 +131,9 @@ class CTCModel(ABC):
     streaming_defaults: StreamingDefaults = StreamingDefaults()
     #: A short human-readable description (architecture, size) shown in summaries.
     description: str = ""
+    #: The folder the model was loaded from (None: built in memory or fetched from the hub); files
+    #: beside it go with it, such as the phoneme LM ``lm.arpa*`` that ``lm="auto"`` finds.
+    source_dir: Path | None = None
 
     @abstractmethod
     def num_frames(self, n_samples: int) -> int:
@@ -149,3 +154,29 @@ class CTCModel(ABC):
     def warmup(self) -> None:
         """Run one short pass so the first real chunk does not pay for lazy initialisation."""
         self.log_probs(np.zeros(self.sample_rate, dtype=np.float32))
+
+
+class Backbone(ABC):
+    """A frozen encoder: audio window in, one state vector per frame out (the first half of a
+    :class:`~phonestream.models.backbone.BackboneCTCModel`). It has a model's window geometry
+    (``sample_rate``, ``frame_stride``, ``num_frames``, ``max_window_s``), so the streamer can cut its
+    windows too, as the training recipe does."""
+
+    sample_rate: int
+    frame_stride: int
+    dim: int
+    max_window_s: float | None = None
+    description: str = ""
+
+    @abstractmethod
+    def num_frames(self, n_samples: int) -> int:
+        """Frames the encoder emits for a window of ``n_samples`` samples."""
+
+    @abstractmethod
+    def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """States ``[num_frames(len(w)), dim]`` float32 for each window."""
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-able description from which :func:`~phonestream.models.backbone.load_backbone` rebuilds
+        this backbone."""

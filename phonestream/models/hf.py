@@ -22,7 +22,12 @@ from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
 _NON_PHONEME_TOKENS = {"<s>", "</s>", "<unk>", "[UNK]", "[PAD]", "<pad>", "|", " "}
 
 
-def _conv_geometry(config) -> tuple[list[int], list[int]]:
+def conv_geometry(config) -> tuple[list[int], list[int]]:
+    """Kernel sizes and strides of a transformers audio config's convolutional feature encoder.
+
+    Raises:
+        ModelError: the config has none (not a wav2vec2-family model).
+    """
     kernels = list(getattr(config, "conv_kernel", []) or [])
     strides = list(getattr(config, "conv_stride", []) or [])
     if not kernels or len(kernels) != len(strides):
@@ -38,6 +43,12 @@ def conv_num_frames(n_samples: int, kernels: list[int], strides: list[int]) -> i
             return 0
         n = (n - k) // s + 1
     return n
+
+
+def normalise_window(window: np.ndarray) -> np.ndarray:
+    """Zero-mean unit-variance normalisation of one window, as Wav2Vec2FeatureExtractor does for a
+    checkpoint whose ``do_normalize`` is set (:func:`feature_settings`)."""
+    return (window - window.mean()) / np.sqrt(window.var() + 1e-7)
 
 
 #: Settings assumed for a checkpoint that has no feature-extractor configuration at all.
@@ -114,7 +125,7 @@ class HFCTCModel(CTCModel):
         self.vocab = vocab
         self.sample_rate = sample_rate
         self.do_normalize = do_normalize
-        self._kernels, self._strides = _conv_geometry(model.config)
+        self._kernels, self._strides = conv_geometry(model.config)
         self.frame_stride = int(np.prod(self._strides))
         self.streaming_defaults = StreamingDefaults()
         n_params = sum(p.numel() for p in model.parameters())
@@ -125,8 +136,7 @@ class HFCTCModel(CTCModel):
 
     def _prepare(self, window: np.ndarray) -> np.ndarray:
         if self.do_normalize:
-            # Same zero-mean unit-variance normalisation as Wav2Vec2FeatureExtractor, per window.
-            window = (window - window.mean()) / np.sqrt(window.var() + 1e-7)
+            window = normalise_window(window)
         return window.astype(np.float32, copy=False)
 
     def log_probs_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:

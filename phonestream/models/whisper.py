@@ -18,13 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import ModelError
-
-try:  # the Backbone contract lives in backbone.py (engine side)
-    from .backbone import Backbone
-except ImportError:  # pragma: no cover - only while backbone.py does not exist yet
-    class Backbone:  # type: ignore[no-redef]
-        pass
+from .base import Backbone, ModelError
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -32,6 +26,7 @@ HOP = 160
 N_MELS = 80
 #: Longest window the encoder accepts (its positional embedding covers 30 s).
 MAX_SAMPLES = 30 * SAMPLE_RATE
+#: ``type`` of this backbone in a model folder's ``phonestream.json`` (and the ``--backbone`` name).
 CONFIG_KEY = "whisper-tiny.en-ct2"
 
 

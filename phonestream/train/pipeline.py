@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.backbone import BackboneCTCModel, load_backbone
-from ..models.torch_heads import build_head, to_inference
+from ..models.backbone import load_backbone, save_model_folder
 from ..models.base import StreamingDefaults, Vocabulary
+from ..models.torch_heads import build_head, to_inference
+from ..models.whisper import CONFIG_KEY as WHISPER_KEY
+from ..models.whisper import WhisperBackbone
 from .phones import SYMBOLS
 from .states import Item, cache_shard
 
@@ -76,7 +78,7 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 def _cache_worker(args) -> str:
     backbone_spec, items, out, seed, augment_audio, threads = args
     spec = dict(backbone_spec)
-    if spec.get("type") == "whisper-tiny.en-ct2":
+    if spec.get("type") == WHISPER_KEY:
         spec["threads"] = threads
     else:
         torch.set_num_threads(threads)
@@ -88,7 +90,7 @@ def _cache_worker(args) -> str:
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
                 backbone_spec: dict | None = None, augment_audio: bool = True) -> list[Path]:
     """Cache ``copies`` differently augmented, differently streamed passes over ``items``."""
-    backbone_spec = backbone_spec or {"type": "whisper-tiny.en-ct2"}
+    backbone_spec = backbone_spec or {"type": WHISPER_KEY}
     cache = work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     jobs, outs = [], []
@@ -113,31 +115,22 @@ def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, worker
 
 def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
                  backbone_spec: dict | None = None, symbols: list[str] | None = None,
-                 extra_meta: dict | None = None, dim: int = 384) -> Path:
-    """Write the loadable model folder from a trained head checkpoint."""
+                 extra_meta: dict | None = None, dim: int = WhisperBackbone.dim) -> Path:
+    """Write the loadable model folder from a trained head checkpoint (the backbone, the default
+    model's Whisper encoder unless ``backbone_spec`` says otherwise, is named, not loaded: ``dim`` is
+    its state size)."""
     saved = torch.load(head_ckpt, weights_only=False)
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
-    backbone_spec = backbone_spec or {"type": "whisper-tiny.en-ct2"}
+    backbone_spec = backbone_spec or {"type": WHISPER_KEY}
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
     head = head.eval()
-
-    class _Spec:  # the backbone's config without loading it again
-        def __init__(self, cfg, dim):
-            self._cfg, self.dim = cfg, dim
-            self.sample_rate, self.frame_stride, self.max_window_s, self.description = 16000, 320, 30.0, ""
-
-        def config(self):
-            return self._cfg
-
-    vocab = Vocabulary(tuple(symbols), 0)
-    model = BackboneCTCModel(_Spec(backbone_spec, dim), to_inference(head), vocab, streaming)  # type: ignore[arg-type]
     if out_dir.exists():
         for f in ("phonestream.json", "head.safetensors", "vocab.txt"):
             (out_dir / f).unlink(missing_ok=True)
-    model.save(out_dir)
-    if backbone_spec["type"] == "whisper-tiny.en-ct2" and NOTICE_DIR.exists():
+    save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming)
+    if backbone_spec["type"] == WHISPER_KEY and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)
     if extra_meta:
