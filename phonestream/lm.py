@@ -23,7 +23,8 @@ from pathlib import Path
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10 = math.log(10)
 _STRESS = re.compile(r"\d")
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")
+_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # a word to look up in the dictionary
+_KEY = re.compile(r"[a-z']+")  # a word of a sentence's comparison key (:func:`normalise`)
 
 
 class LMError(ValueError):
@@ -368,5 +369,7 @@ def build_from_sources(texts: Iterable[str] = (), dictionary_words: bool = False
 
 
 def normalise(text: str) -> str:
-    """Lower-case words only: how sentences are compared for exclusion."""
-    return " ".join(_WORD.findall(text.lower().replace("\u2019", "'")))
+    """The key by which sentences are compared, to leave out evaluation prompts (``lm build
+    --exclude-manifest``, the recipe's text selection) and duplicates: lower-case runs of letters and
+    apostrophes, apostrophes kept as written (``'no'`` stays ``'no'``)."""
+    return " ".join(_KEY.findall(text.lower().replace("\u2019", "'")))

@@ -4,8 +4,9 @@ Sources (Debian packages, installed by ``scripts/install-train-deps.sh``):
 - ``fortunes`` / ``fortunes-min``: quotations, proverbs, jokes and aphorisms (conversational English);
 - ``wordnet-base``: the example sentences inside WordNet's glosses (``"..."``), covering a very wide
   vocabulary.
-Every sentence whose normalised text appears in an evaluation manifest (fraser_arctic: the CMU ARCTIC
-prompts) is removed, and so is every sentence sharing an 8-word run with one.
+Every sentence whose normalised text (:func:`phonestream.lm.normalise`) appears in an evaluation
+manifest (fraser_arctic: the CMU ARCTIC prompts) is removed, and so is every sentence sharing an 8-word
+run with one.
 """
 
 from __future__ import annotations
@@ -15,13 +16,11 @@ import random
 import re
 from pathlib import Path
 
+from ..lm import normalise
+
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
 _OK = re.compile(r"^[A-Za-z][A-Za-z ,.;:?!'\-]*$")
-
-
-def normalise(text: str) -> str:
-    return " ".join(re.findall(r"[a-z']+", text.lower().replace("’", "'")))
 
 
 def _clean(s: str) -> str | None:
