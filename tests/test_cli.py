@@ -139,7 +139,7 @@ def test_bad_sizes(tiny_model_dir, args, message):
 
 def test_bad_models(tmp_path, tiny_encoder_dir):
     cases = [
-        (["-m", tmp_path / "nope"], "model folder not found"),
+        (["-m", tmp_path / "nope"], "no such model folder"),
         (["-m", tiny_encoder_dir], "no trained CTC head"),
         (["--backbone", tiny_encoder_dir, "--vocab", tmp_path / "none.txt"], "vocabulary file not found"),
     ]

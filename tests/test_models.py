@@ -45,7 +45,7 @@ def test_vocab_head_mismatch(tmp_path):
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(ModelError, match="model folder not found"):
+    with pytest.raises(ModelError, match="no such model folder"):
         load_model(str(tmp_path / "nope"))
 
 
