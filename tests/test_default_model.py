@@ -20,6 +20,7 @@ import soxr
 from phonestream.decoding import greedy_phonemes
 from phonestream.metrics import edit_counts
 from phonestream.models import DEFAULT_MODEL_DIR, load_model
+from phonestream.models.whisper import CONFIG_KEY
 from phonestream.phones import fold_timit39
 from phonestream.streaming import StreamConfig, Streamer
 
@@ -57,7 +58,7 @@ def test_shipped_folder_is_complete_and_small():
     size = sum(p.stat().st_size for p in DEFAULT_MODEL_DIR.iterdir() if p.is_file())
     assert size < 40 * 2**20
     meta = json.loads((DEFAULT_MODEL_DIR / "phonestream.json").read_text())
-    assert meta["backbone"]["type"] == "whisper-tiny.en-ct2"
+    assert meta["backbone"]["type"] == CONFIG_KEY
     s = meta["streaming"]
     assert s["right_ms"] <= 320 and all(v % 20 == 0 for v in s.values())
     assert "MIT License" in (DEFAULT_MODEL_DIR / "NOTICE").read_text()

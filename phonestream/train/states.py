@@ -88,7 +88,7 @@ def load_audio(path: str, sr: int = 16000) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def cache_shard(backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,
+def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,
                 configs=None, offline_fraction: float = OFFLINE_FRACTION, margin: int = MARGIN,
                 log_every: int = 200) -> None:
     """Encode ``items`` (augmented, streamed) and write one shard; skipped if the shard exists."""
@@ -102,7 +102,7 @@ def cache_shard(backbone, items: list[Item], out: Path, seed: int, augment_audio
     t0 = time.time()
     audio_s = 0.0
     for i, it in enumerate(items):
-        x = load_audio(it.path)
+        x = load_audio(it.path, backbone.sample_rate)
         if augment_audio:
             y = augment(x, rng, babble or None)
             if len(babble) < 64:
@@ -124,7 +124,7 @@ def cache_shard(backbone, items: list[Item], out: Path, seed: int, augment_audio
         ids.append(it.uid)
         phones.append(it.phones)
         cfgs.append("offline" if cfg is None else "%d/%d/%d" % cfg)
-        audio_s += len(x) / 16000
+        audio_s += len(x) / backbone.sample_rate
         if log_every and (i + 1) % log_every == 0:
             print(f"{out.name}: {i + 1}/{len(items)} utterances, {audio_s / 3600:.2f} h, "
                   f"RTF {(time.time() - t0) / audio_s:.3f}", flush=True)
