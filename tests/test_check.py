@@ -1,0 +1,206 @@
+"""The pronunciation check: alignment and scoring on synthetic posteriors (where what was "said" is
+known exactly), on a tiny model end to end, and on the shipped model with the shipped sample."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phonestream.check import Checker, CheckError, ExpectedWord, expected_words, phone_columns, score_word
+from phonestream.events import Word
+from phonestream.models.base import Vocabulary
+from phonestream.streaming import FrameBlock
+
+VOCAB = Vocabulary(("<blank>", "AA", "B", "K", "S", "|"), 0, frozenset({5}))
+WORDS = [ExpectedWord(t, (tuple(p.split()),), "cmudict")
+         for t, p in (("bob", "B AA B"), ("sock", "S AA K"), ("cob", "K AA B"), ("sob", "S AA B"))]
+FRAME_S = 0.02
+SAMPLE = Path(__file__).resolve().parent.parent / "phonestream" / "samples" / "LJ001-0001.flac"
+TEXT = ("Printing, in the only sense with which we are at present concerned, differs from most if not from all "
+        "the arts and crafts represented in the Exhibition")
+
+
+def said(phones: list[str], gap: int = 3, p: float = 1 - 4e-6) -> np.ndarray:
+    """Peaky CTC posteriors of a phoneme sequence: 2 frames per phoneme, ``gap`` blank frames between."""
+    def row(sym: str) -> np.ndarray:
+        r = np.full(len(VOCAB), np.log((1 - p) / (len(VOCAB) - 1)))
+        r[VOCAB.symbols.index(sym)] = np.log(p)
+        return r
+
+    rows = [row("<blank>")] * gap
+    for ph in phones:
+        rows += [row(ph)] * 2 + [row("<blank>")] * gap
+    return np.array(rows, np.float32)
+
+
+def check(log_probs: np.ndarray, block: int = 10, words=WORDS) -> tuple[Checker, list[Word]]:
+    """Feed posteriors block by block (received = the block's end), as a stream would."""
+    c = Checker(words, VOCAB, FRAME_S, 16000)
+    out: list[Word] = []
+    for i in range(0, len(log_probs), block):
+        part = log_probs[i:i + block]
+        out += c.advance(FrameBlock(i, part, part[:0], (i + len(part)) * 320, i + block >= len(log_probs)))
+    return c, out
+
+
+def verdicts(words: list[Word]) -> list[str]:
+    return [w.verdict for w in sorted(words, key=lambda w: w.index)]
+
+
+def test_correct_reading_is_all_ok_each_word_once_in_order():
+    c, out = check(said("B AA B S AA K K AA B S AA B".split()))
+    assert [w.index for w in out] == [0, 1, 2, 3]
+    assert verdicts(out) == ["ok"] * 4
+    assert all(w.heard == w.expected for w in out)
+    assert c.summary()["ok_share"] == 1.0
+
+
+def test_verdicts_arrive_while_streaming_soon_after_the_word():
+    lp = said("B AA B S AA K K AA B S AA B".split(), gap=6)
+    _, out = check(lp, block=5)
+    for w in out[:-1]:  # all but the last word get their verdict before the end of the stream
+        assert w.committed_at < len(lp) * FRAME_S
+        # one block of 5 frames plus the commit margin (3 frames) and one frame
+        assert w.committed_at - w.end <= (5 + 3 + 1) * FRAME_S + 1e-9
+
+
+def test_block_size_does_not_change_the_verdicts():
+    lp = said("B AA B S B K K AA B S AA B".split())
+    results = [verdicts(check(lp, block=b)[1]) for b in (1, 4, 10, len(lp))]
+    assert all(r == results[0] for r in results)
+
+
+def test_substituted_phoneme_is_flagged_with_what_was_heard():
+    c, out = check(said("B AA B S B K K AA B S AA B".split()))  # "sock" said "s b k"
+    assert verdicts(out) == ["ok", "mispronounced", "ok", "ok"]
+    sock = out[1]
+    assert sock.heard == ["S", "B", "K"] and sock.score < c.threshold
+    assert [p["heard"] for p in sock.phonemes] == ["S", "B", "K"]
+    assert sock.phonemes[1]["score"] == sock.score < 0.5 < sock.phonemes[0]["score"]
+
+
+def test_skipped_word_is_missing_and_the_rest_aligns():
+    _, out = check(said("B AA B K AA B S AA B".split()))
+    assert verdicts(out) == ["ok", "missing", "ok", "ok"]
+    assert out[1].start is None and out[1].score is None
+
+
+def test_inserted_and_repeated_words_are_absorbed_and_reported():
+    # "bob [k k s aa] sock sock cob sob": an inserted stretch, then "sock" said twice
+    _, out = check(said("B AA B K K S AA S AA K S AA K K AA B S AA B".split()))
+    assert verdicts(out) == ["ok"] * 4
+    assert sum(len(w.inserted) for w in out) >= 4
+
+
+def test_stopping_early_leaves_the_rest_missing():
+    _, out = check(said("B AA B S AA K".split()))
+    assert verdicts(out) == ["ok", "ok", "missing", "missing"]
+
+
+def test_silence_gives_all_missing():
+    _, out = check(said([], gap=40))
+    assert verdicts(out) == ["missing"] * 4
+
+
+def test_score_word_prefers_the_variant_said():
+    lp = said("S AA K".split())
+    cols = {s: i for i, s in enumerate(["", "AA", "B", "K", "S"])}
+    E = np.concatenate([np.logaddexp(lp[:, :1], lp[:, 5:6]), lp[:, 1:5]], axis=1)
+    ws = score_word(E, [[cols["S"], cols["AA"], cols["B"]], [cols["S"], cols["AA"], cols["K"]]], [1, 2, 3, 4])
+    assert ws.variant == 1 and ws.score > 0.5
+
+
+def test_expected_words_every_variant_and_espeak_for_unknown_words():
+    words = expected_words("I read it, Zyxandra!")
+    assert [w.text for w in words] == ["I", "read", "it", "Zyxandra"]
+    assert {("R", "EH", "D"), ("R", "IY", "D")} <= set(words[1].variants)
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    assert words[3].source == "espeak-ng" and len(words[3].variants[0]) >= 5
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   ", "empty"), ("#### !!! ...", "no words"),
+                                           ("qzxvw bfrrk", "none of the words")])
+def test_bad_text_is_a_clear_error(text, message):
+    with pytest.raises(CheckError, match=message):
+        expected_words(text)
+
+
+def test_model_without_a_phoneme_is_a_clear_error():
+    with pytest.raises(CheckError, match="no output for phoneme"):
+        Checker(expected_words("the"), VOCAB, FRAME_S, 16000)
+    assert set(phone_columns(VOCAB)) == {"AA", "B", "K", "S", "AO"}  # AO folds onto AA
+
+
+def test_tiny_model_end_to_end(tiny_model, speechlike):
+    from phonestream import Recognizer
+
+    rec = Recognizer(tiny_model, decoder="greedy")
+    stream = rec.check("bob sock")
+    events = []
+    for i in range(0, len(speechlike), 1600):
+        events += stream.accept(speechlike[i:i + 1600])
+    events += stream.finish()
+    words = [e for e in events if isinstance(e, Word)]
+    assert [w.index for w in words] == [0, 1]
+    assert all(w.verdict in ("ok", "mispronounced", "missing") for w in words)
+    summary = events[-1].to_dict()
+    assert summary["type"] == "summary" and summary["check"]["words"] == 2
+    json.dumps([e.to_dict() for e in events])
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from phonestream import Recognizer, load_audio, load_model
+
+    if not SAMPLE.exists():
+        pytest.skip("sample recording missing")
+    return Recognizer(load_model()), load_audio(SAMPLE, 16000)
+
+
+def run_check(shipped, text: str) -> list[Word]:
+    rec, audio = shipped
+    stream = rec.check(text)
+    events = []
+    for i in range(0, len(audio), 320):
+        events += stream.accept(audio[i:i + 320])
+    events += stream.finish()
+    return [e for e in events if isinstance(e, Word)]
+
+
+def test_shipped_model_own_text_all_words_ok(shipped):
+    words = run_check(shipped, TEXT)
+    assert len(words) == 27
+    assert [w.word for w in words if w.verdict != "ok"] == []
+
+
+@pytest.mark.parametrize("old, new", [("crafts", "bananas"), ("present", "pleasant"), ("arts", "parts")])
+def test_shipped_model_changed_word_is_flagged(shipped, old, new):
+    text = TEXT.replace(f" {old} ", f" {new} ")
+    words = run_check(shipped, text)
+    changed = next(w for w in words if w.word == new)
+    assert changed.verdict != "ok"
+    others = [w for w in words if w.word != new]
+    assert sum(w.verdict != "ok" for w in others) <= 1
+
+
+def test_cli_check_json_and_bad_input(tmp_path):
+    cmd = [sys.executable, "-m", "phonestream", "check", str(SAMPLE)]
+    r = subprocess.run(cmd + ["--text", TEXT.replace(" crafts ", " bananas "), "--json"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    words = [e for e in events if e["type"] == "word"]
+    assert next(w for w in words if w["word"] == "bananas")["verdict"] != "ok"
+    assert events[-1]["type"] == "summary" and events[-1]["check"]["words"] == 27
+    for args, message in ((["--text", ""], "empty"), (["--text", "!!! ???"], "no words"),
+                          (["--text", "qzxvw"], "none of the words"), ([], "either --text or --text-file")):
+        r = subprocess.run(cmd + args, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and message in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
