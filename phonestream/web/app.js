@@ -45,7 +45,37 @@ function showTail(symbols) {
   }));
 }
 
+// The expected sentence, word by word, coloured by the server's "word" verdicts (pronunciation check).
+const WORD = /[\p{L}\p{N}]+(?:['\u2019][\p{L}\p{N}]+)*/gu; // the server's tokenisation (phonestream.check)
+
+function showExpected(text) {
+  $("words").replaceChildren(...(text.match(WORD) || []).map((w, i) => {
+    const span = document.createElement("span");
+    span.className = i === 0 ? "word current" : "word";
+    span.id = `word-${i}`;
+    span.textContent = w;
+    return span;
+  }).flatMap((span) => [span, document.createTextNode(" ")]));
+}
+
+function showVerdict(w) {
+  const span = $(`word-${w.index}`);
+  if (!span) return;
+  span.className = `word ${w.verdict}`;
+  span.title = `${w.verdict}${w.score === null ? "" : `, score ${fmt(w.score, 2)}`}: expected /${w.expected.join(" ")}/` +
+               `, heard /${w.heard.join(" ")}/` + (w.source === "cmudict" ? "" : ` (${w.source})`);
+  if (w.verdict === "mispronounced") {
+    const small = document.createElement("small");
+    small.textContent = w.heard.join(" ");
+    span.appendChild(small);
+  }
+  const next = $(`word-${w.index + 1}`);
+  if (next && next.className === "word") next.className = "word current";
+}
+
 async function start() {
+  const expected = $("expected").value.trim();
+  showExpected(expected);
   $("committed").replaceChildren();
   $("rows").replaceChildren();
   $("summary").textContent = "";
@@ -90,7 +120,9 @@ async function start() {
     const ev = JSON.parse(e.data);
     const sentS = s.sent / rate;
     if (ev.type === "hello") {
-      ws.send(JSON.stringify({ type: "config", sample_rate: rate, format: "f32le" }));
+      const config = { type: "config", sample_rate: rate, format: "f32le" };
+      if (expected) config.expected = expected;
+      ws.send(JSON.stringify(config));
     } else if (ev.type === "ready") {
       s.ready = true;
       setStatus(`streaming (${ev.chunk_ms}/${ev.left_ms}/${ev.right_ms} ms windows, mic at ${ctx.sampleRate} Hz)`);
@@ -103,9 +135,12 @@ async function start() {
     } else if (ev.type === "partial") {
       showTail(ev.phonemes);
       $("lag").textContent = `${fmt(sentS - ev.received, 2)} s`;
+    } else if (ev.type === "word") {
+      showVerdict(ev);
     } else if (ev.type === "summary") {
       showTail([]);
-      $("summary").textContent = JSON.stringify(ev, null, 1);
+      $("summary").textContent = (ev.check ? `words ok: ${ev.check.ok} of ${ev.check.words}\n` : "") +
+                                 JSON.stringify(ev, null, 1);
     } else if (ev.type === "error") {
       setStatus(`error: ${ev.message}`, true);
     }
