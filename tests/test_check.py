@@ -204,3 +204,18 @@ def test_cli_check_json_and_bad_input(tmp_path):
         r = subprocess.run(cmd + args, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and message in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_word_view_colours_verdicts_and_highlights_the_current_word():
+    from phonestream.wordview import STYLES, WordView
+
+    view = WordView(WORDS, json_lines=True)
+    _, out = check(said("B AA B S B K".split()), words=WORDS)
+    for w in out[:2]:
+        view.verdicts[w.index] = w
+    text = view.render()
+    styles = {text.plain[s.start:s.end]: str(s.style) for s in text.spans}
+    assert styles["bob"] == STYLES["ok"] and styles["sock"] == STYLES["mispronounced"]
+    assert styles["cob"] == "reverse" and "sob" not in styles  # current word highlighted, the rest plain
+    assert "[S B K]" in text.plain
+    assert "missing" in view.line(out[3]) and "/K AA B/" in view.line(out[2])
