@@ -219,3 +219,45 @@ def test_word_view_colours_verdicts_and_highlights_the_current_word():
     assert styles["cob"] == "reverse" and "sob" not in styles  # current word highlighted, the rest plain
     assert "[S B K]" in text.plain
     assert "missing" in view.line(out[3]) and "/K AA B/" in view.line(out[2])
+
+
+def test_mic_text_checks_a_fake_sound_card(monkeypatch, capsys):
+    """``phonestream mic --text``: a fake 16 kHz card plays LJ001-0002 ("in being comparatively modern")
+    then Ctrl-C; one word event per expected word, the summary's check entry; a bad text fails first."""
+    import types
+
+    from phonestream.audio import load_audio
+    from phonestream.cli import main
+
+    card = load_audio(SAMPLE.parent / "LJ001-0002.flac", 16000)
+
+    class FakeInputStream:
+        def __init__(self, samplerate, channels, dtype, blocksize, device):
+            self.pos = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, frames):
+            if self.pos >= len(card):
+                raise KeyboardInterrupt
+            piece = card[self.pos:self.pos + frames]
+            self.pos += frames
+            return np.pad(piece, (0, frames - len(piece)))[:, None], False
+
+    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream,
+                                 query_devices=lambda device, kind: {"default_samplerate": 16000.0})
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mic", "--json", "--text", "In being comparatively modern."])
+    assert exit_info.value.code in (0, None)
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    words = [e for e in events if e["type"] == "word"]
+    assert [w["word"] for w in words] == ["In", "being", "comparatively", "modern"]
+    assert events[-1]["check"]["words"] == 4 and events[-1]["check"]["ok"] >= 3
+    with pytest.raises(SystemExit) as exit_info:
+        main(["mic", "--text", "   "])
+    assert exit_info.value.code == 2 and "empty" in capsys.readouterr().err
