@@ -269,7 +269,8 @@ def run(recognizer: Recognizer, rows: list[Row], kinds: Iterable[str] = CASES, p
             if case.kind == "drop":
                 i = case.changed  # the word after the gap now has index i
                 near = [w for w in result if w.index in (i - 1, i)]
-                out.changed.setdefault("drop", []).append((near, bool(result[i].inserted) if i < len(result) else False))
+                gap_heard = bool(result[i].inserted) if i < len(result) else False
+                out.changed.setdefault("drop", []).append((near, gap_heard))
                 others = [w for w in result if w.index not in (i - 1, i)]
             else:
                 out.changed.setdefault(case.kind, []).append(result[case.changed])
