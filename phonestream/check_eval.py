@@ -286,6 +286,9 @@ def table(c: Collected, threshold: float) -> list[dict[str, Any]]:
     if c.correct:
         rows.append({"case": "correct reading (false alarms)", "words": len(c.correct), "flagged %": rate(c.correct),
                      "auc": None})
+        inserted = round(100 * sum(bool(w.inserted) for w in c.correct) / len(c.correct), 2)
+        rows.append({"case": "correct reading: insertion reported before the word", "words": len(c.correct),
+                     "flagged %": inserted, "auc": None})
     neg = [_score(w) for w in c.correct]
     for kind in ("near", "random", "insert"):
         ws = c.changed.get(kind, [])
