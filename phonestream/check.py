@@ -345,6 +345,10 @@ class Checker:
         threshold: word score below which a word is ``mispronounced``.
         skip_penalty, filler_penalty, commit_frames, gop_pad_frames, window_words: see the module doc.
         deletion_penalty, insertion_penalty: see :func:`score_word`.
+        include_inserted: score one extra phoneme just before a word with the word.
+        lead_inserted: report phonemes heard in a word's leading blank (before its first phoneme) as
+            ``inserted`` too, not only those of the filler (on held-out fraser_arctic: dropped-word gaps
+            found 97% instead of 83%, correct words with an insertion reported 4.2% instead of 0.6%).
 
     Raises:
         CheckError: the model has no output for a phoneme of the text.
@@ -355,7 +359,7 @@ class Checker:
                  filler_penalty: float = FILLER_PENALTY, commit_frames: int = COMMIT_FRAMES,
                  gop_pad_frames: int = GOP_PAD_FRAMES, window_words: int = WINDOW_WORDS,
                  deletion_penalty: float = DELETION_PENALTY, insertion_penalty: float = INSERTION_PENALTY,
-                 include_inserted: bool = True) -> None:
+                 include_inserted: bool = True, lead_inserted: bool = True) -> None:
         if not words:
             raise CheckError("no expected words")
         cols = phone_columns(vocab)
@@ -381,6 +385,7 @@ class Checker:
         self.commit_frames, self.gop_pad_frames, self.window_words = commit_frames, gop_pad_frames, window_words
         self.deletion_penalty, self.insertion_penalty = deletion_penalty, insertion_penalty
         self.include_inserted = include_inserted
+        self.lead_inserted = lead_inserted
         self.next_word = 0  # first word without a verdict
         self.results: list[Word] = []
         self.delays: list[float] = []
@@ -544,7 +549,10 @@ class Checker:
             start = min(it.frames)
             if inserted and self.include_inserted and len(self._greedy(inserted)) == 1:
                 start = min(inserted)
-            out.append(self._verdict(it, start, min(stop, T + 1), inserted, committed_at))
+            # phonemes heard before the word's first phoneme, in filler or in its leading blank: speech
+            # that no expected word explains
+            lead = [t for t in it.frames if t < min(it.phone_frames)] if self.lead_inserted else []
+            out.append(self._verdict(it, start, min(stop, T + 1), inserted + lead, committed_at))
             inserted = []
             last_end = max(it.phone_frames) + 1
         if final:
