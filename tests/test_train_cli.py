@@ -117,6 +117,7 @@ BAD = [
     (["fit", "--work", ""], "--work"),
     (["cache", "--copies", "0"], "--copies"),
     (["export", "--checkpoint", "middle"], "--checkpoint"),
+    (["export", "--run", "never-trained"], "no checkpoint"),
     (["fitt"], "No such command"),
     (["custom", "--vocab", "nope.txt"], "--vocab"),
     (["custom", "--head-type", "big", "--backbone", "x"], "--head-type"),
@@ -174,7 +175,9 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     import phonestream.train.__main__ as recipe
 
     seen = []
-    monkeypatch.setattr(recipe, "main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(recipe, "recipe", lambda argv: seen.append(argv) or 0)
+    (tmp_path / "runs" / "r2").mkdir(parents=True)
+    (tmp_path / "runs" / "r2" / "best.pt").write_bytes(b"")  # eval/export check that it exists
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
             "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3", "--workers", "1", "--threads", "1",
             "--full", "--checkpoint", "best"]

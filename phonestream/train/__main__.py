@@ -1,5 +1,8 @@
 """``python -m phonestream.train`` -- the default model's recipe, and head fitting on your own encoder.
 
+The same command as ``phonestream train`` (click, :mod:`.cli`: checked options, one-line errors); the
+recipe's stages end up in :func:`recipe` below. ``export`` without ``--out`` writes WORK/export/RUN.
+
 Default model (Whisper tiny.en encoder, frozen), every stage resumable::
 
     python -m phonestream.train all --work /work/data-work          # data, cache, fit, export
@@ -23,7 +26,7 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_WORK = Path("/work/data-work")
+DEFAULT_WORK = Path("phonestream-work")  # under the current folder, as in phonestream train
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
 #: The default model's streaming setting (the ``balanced`` latency preset): 320 ms steps, 160 ms lookahead.
 DEFAULT_STREAMING = (320, 1280, 160)
@@ -34,14 +37,10 @@ EVAL_CONFIGS = [DEFAULT_STREAMING]
 
 
 def _head_spec(kind: str) -> dict:
-    if kind == "linear":
-        return {"type": "linear"}
-    if kind.startswith("conv"):
-        # conv, conv-HIDDEN-KERNEL-LAYERS
-        parts = kind.split("-")[1:]
-        hidden, kernel, layers = (int(p) for p in parts) if parts else (256, 5, 2)
-        return {"type": "conv", "hidden": hidden, "kernel": kernel, "layers": layers}
-    raise SystemExit(f"unknown head {kind!r}")
+    """linear | conv | conv-HIDDEN-KERNEL-LAYERS (checked: :func:`.cli.parse_head`)."""
+    from .cli import parse_head
+
+    return parse_head(kind)
 
 
 def _eval_sets(work: Path, full: bool, configs):
@@ -89,6 +88,16 @@ def _scorer(sets, symbols):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m phonestream.train``: runs ``phonestream train`` (:mod:`.cli`), which checks the options
+    and hands recipe stages to :func:`recipe`."""
+    from .cli import train
+
+    train.main(args=argv, prog_name="python -m phonestream.train")  # exits with the command's status
+    return 0
+
+
+def recipe(argv: list[str] | None = None) -> int:
+    """One recipe stage from its command line (as :mod:`.cli` writes it)."""
     p = argparse.ArgumentParser(prog="python -m phonestream.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("stage", choices=["all", "data", "cache", "fit", "eval", "export", "custom"])
@@ -128,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         if not (args.backbone and args.vocab and args.manifest and args.out):
             raise SystemExit("custom needs --backbone, --vocab, --manifest and --out")
         fit_custom(args.backbone, args.vocab, args.manifest, args.out, work, _head_spec(args.head),
-                   minutes=args.minutes, seed=args.seed, log=log)
+                   minutes=args.minutes, seed=args.seed, epochs=args.epochs, lr=args.lr, threads=args.threads,
+                   workers=args.workers, log=log)
         return 0
 
     if args.stage in ("all", "data"):
@@ -176,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         from ..models.base import StreamingDefaults
 
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
-        out = args.out or DEFAULT_OUT
+        out = args.out or work / "export" / args.run  # never the shipped model unless --out names it
         c, l, r = DEFAULT_STREAMING
         pipeline.export_model(ckpt, out, StreamingDefaults(c, l, r, low=LOW_LATENCY, accurate=ACCURATE))
         log(f"exported {ckpt} -> {out}")

@@ -99,9 +99,8 @@ class TrainGroup(click.Group):
         try:
             return super().invoke(ctx)
         except click.UsageError as err:
-            hint = f" (phonestream {ctx.info_name} {err.ctx.info_name} --help)" if err.ctx and err.ctx is not ctx \
-                else f" (phonestream {ctx.info_name} --help)"
-            click.echo(f"phonestream: error: {err.format_message()}{hint}", err=True)
+            where = (err.ctx or ctx).command_path
+            click.echo(f"phonestream: error: {err.format_message()} ({where} --help)", err=True)
             ctx.exit(2)
 
 
@@ -163,10 +162,12 @@ def train() -> None:
               help="What to export: the last epoch, or the one with the lowest dev PER (auto: best with --dev).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming the checkpoint left in --work.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; the log lines only.")
+@click.option("--head", "head_alias", default=None, hidden=True, type=HeadType(),
+              help="The old name of --head-type (kept for existing scripts).")
 @_one_line_errors
 def custom(backbone: str, vocab: Path, manifest: Path, dev_manifest: Path | None, out: Path, work: Path,
            head_type: str, phones_column: str, epochs: int | None, minutes: float, lr: float, seed: int, threads: int,
-           workers: int, augment: bool, checkpoint: str, fresh: bool, quiet: bool) -> None:
+           workers: int, augment: bool, checkpoint: str, fresh: bool, quiet: bool, head_alias: str | None) -> None:
     """Fit a CTC phoneme head on your own frozen encoder and write a model folder.
 
     The encoder's states are computed through phonestream's streamer (the windows it will see when
@@ -177,7 +178,7 @@ def custom(backbone: str, vocab: Path, manifest: Path, dev_manifest: Path | None
     from .custom import fit_custom
 
     with _progress(quiet) as (log, on_step):
-        fit_custom(backbone, vocab, manifest, out, work, parse_head(head_type), minutes=minutes, seed=seed,
+        fit_custom(backbone, vocab, manifest, out, work, parse_head(head_alias or head_type), minutes=minutes, seed=seed,
                    epochs=epochs, lr=lr, threads=threads, workers=workers, dev_manifest=dev_manifest,
                    augment_audio=augment, fresh=fresh, phones_column=phones_column, checkpoint=checkpoint,
                    log=log, on_step=on_step)
@@ -288,8 +289,13 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
     """Run a recipe stage with checked options (the recipe's own parser in :mod:`.__main__` runs it).
 
     ``export`` (and ``all``) without ``out`` write WORK/export/RUN, never the installed default model."""
-    from .__main__ import main as recipe_main
+    from .__main__ import recipe as recipe_main
 
+    if stage in ("eval", "export"):
+        ckpt = Path(options["work"]) / "runs" / options["run"] / f"{options['checkpoint']}.pt"
+        if not ckpt.is_file():
+            raise TrainError(f"no checkpoint {ckpt}: train the run first (phonestream train fit --work "
+                             f"{options['work']} --run {options['run']})")
     if options.get("out") is None and stage in ("all", "export"):
         options = {**options, "out": Path(options["work"]) / "export" / options["run"]}
     argv = [stage]
