@@ -64,6 +64,9 @@ GOP_PAD_FRAMES = 8
 WINDOW_WORDS = 8
 
 _NEG = -1e30
+# Before the first word is reached, frames older than _IDLE_KEEP are dropped once more than _IDLE_FRAMES
+# have gathered (a microphone left open before reading), so memory and work per block stay bounded.
+_IDLE_FRAMES, _IDLE_KEEP = 1500, 250
 _TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 
@@ -558,6 +561,9 @@ class Checker:
         if final:
             for sk in pending:
                 out.append(self._missing(self._g.words[sk.word], committed_at))
+        if last_end is None and not final and len(self._E) > _IDLE_FRAMES \
+                and not any(it.kind == "word" and it.phone_frames for it in items):
+            last_end = len(self._E) - _IDLE_KEEP  # nothing read for a while (silence, chatter): keep memory bounded
         if last_end is not None and not final:
             self._origin += last_end
             self._E = self._E[last_end:]

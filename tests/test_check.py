@@ -261,3 +261,14 @@ def test_mic_text_checks_a_fake_sound_card(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["mic", "--text", "   "])
     assert exit_info.value.code == 2 and "empty" in capsys.readouterr().err
+
+
+def test_long_silence_before_reading_keeps_memory_bounded():
+    c = Checker(WORDS, VOCAB, FRAME_S, 16000)
+    silence = said([], gap=100)
+    for i in range(40):  # 80 s of silence, then the text
+        c.advance(FrameBlock(i * 100, silence, silence[:0], (i + 1) * 100 * 320, False))
+        assert len(c._E) <= 1600
+    lp = said("B AA B S AA K K AA B S AA B".split())
+    out = c.advance(FrameBlock(4000, lp, lp[:0], (4000 + len(lp)) * 320, True))
+    assert verdicts(out) == ["ok"] * 4 and out[0].start > 80
