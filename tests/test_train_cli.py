@@ -205,3 +205,16 @@ def test_readme_walkthrough_names_only_real_flags():
     help_text = CliRunner().invoke(main, ["train", "custom", "--help"], terminal_width=200).output
     assert {"--backbone", "--vocab", "--manifest", "--dev", "--out", "--epochs", "--fresh"} <= shown
     assert {f for f in shown if f not in help_text} == set()
+
+
+def test_python_m_phonestream_train_is_the_same_command():
+    import subprocess
+    import sys
+
+    help_text = subprocess.run([sys.executable, "-m", "phonestream.train", "--help"], capture_output=True,
+                               timeout=120).stdout.decode()
+    assert help_text.startswith("Usage: python -m phonestream.train") and "custom" in help_text
+    proc = subprocess.run([sys.executable, "-m", "phonestream.train", "fit", "--minutes", "-3"], capture_output=True,
+                          timeout=120)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and err.startswith("phonestream: error: "), err
