@@ -131,7 +131,7 @@ def test_realtime_view_wraps_and_keeps_the_newest_phonemes_in_sight():
 
 def test_ipa_view_and_summary_in_a_narrow_terminal():
     ref = reference()
-    snapshots, history, final = run_in_terminal(["stream", str(SAMPLE), "--ipa"], 40, 10)
+    _snapshots, history, final = run_in_terminal(["stream", str(SAMPLE), "--ipa"], 40, 10)
     committed, _, lines = transcript(history + final)
     assert committed == [to_ipa(p["phoneme"]) for p in ref] and lines >= 6
     screen = "\n".join(text(r) for r in history + final)
