@@ -90,7 +90,9 @@ class ConfigMessage(_Strict):
     sample_rate: SampleRate | None = None
     format: Literal["s16le", "f32le"] = "s16le"
     channels: Channels = 1
-    # window sizes (ms); the server's min_chunk_ms / max_window_ms and the model's frame stride apply too
+    # window sizes (ms): a latency preset of the model's, then explicit sizes over it; the server's
+    # min_chunk_ms / max_window_ms and the model's frame stride apply too
+    latency: Literal["low", "balanced", "accurate"] | None = None
     chunk_ms: ChunkMs | None = None
     left_ms: ContextMs | None = None
     right_ms: ContextMs | None = None
@@ -118,7 +120,8 @@ class ConfigMessage(_Strict):
 
     def check_limits(self, default: StreamConfig, *, min_chunk_ms: int, max_window_ms: int,
                      max_beam: int) -> StreamConfig:
-        """The stream's window sizes (the client's, else ``default``), checked against the server's limits.
+        """The stream's window sizes (the client's, else ``default``: the server's window, or the preset
+        the client named), checked against the server's limits.
 
         Raises:
             ConfigInvalid: a chunk below ``min_chunk_ms``, a window over ``max_window_ms``, a beam over

@@ -418,7 +418,8 @@ class App:
         server's limits, then build the stream's recognizer once to let the engine check the rest."""
         try:
             cfg = parse_config(msg)
-            windows = cfg.check_limits(self.default, min_chunk_ms=self.limits.min_chunk_ms,
+            default = self.default if cfg.latency is None else StreamConfig.for_model(self.model, latency=cfg.latency)
+            windows = cfg.check_limits(default, min_chunk_ms=self.limits.min_chunk_ms,
                                        max_window_ms=self.limits.max_window_ms, max_beam=self.limits.max_beam)
         except ConfigInvalid as err:
             raise ProtocolError(str(err)) from None

@@ -544,3 +544,14 @@ def test_loadtest_reports_delay_lag_and_no_dropped_audio(server):
         assert r["emission_delay_s"]["p50"] is not None and r["lag_s"]["p95"] is not None
     table = CliRunner().invoke(main, ["loadtest", "--url", url, "--streams", "2", "--seconds", "1"])
     assert table.exit_code == 0 and "dropped" in table.output and "yes" in table.output, table.output
+
+
+def test_a_stream_can_ask_for_a_latency_preset(server, recognizer):
+    """The config's "latency" picks the model's preset window; explicit sizes still override it."""
+    url, _ = server
+    audio = load_audio(RECORDING, 16000)[: 16000 * 2]
+    low = StreamConfig.for_model(recognizer.model, latency="low")
+    ready = stream_file(url, audio, options={"latency": "low"}).ready
+    assert (ready["chunk_ms"], ready["left_ms"], ready["right_ms"]) == (low.chunk_ms, low.left_ms, low.right_ms)
+    ready = stream_file(url, audio, options={"latency": "low", "right_ms": 0}).ready
+    assert (ready["chunk_ms"], ready["right_ms"]) == (low.chunk_ms, 0)
