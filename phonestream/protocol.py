@@ -52,6 +52,9 @@ Decibels = _number(-200, 0)
 RuleSeconds = _number(0, 600, open_low=True)
 UtteranceSeconds = _number(0, 3600, open_low=True)
 Fraction = _number(0, 1, open_low=True)
+# the pronunciation check's text: bounded, since words missing from the dictionary each cost an espeak-ng run
+ExpectedText = Annotated[str, Field(strict=True, min_length=1, max_length=2000)]
+Threshold = _number(0, 1)
 
 
 class _Strict(BaseModel):
@@ -106,6 +109,10 @@ class ConfigMessage(_Strict):
     endpoint: Endpoint | None = None
     # a Recognizer field: windows quieter than this (dBFS) skip the model
     silence_db: Decibels | None = None
+    # the pronunciation check (Recognizer.check, phonestream.check): the text the speaker should say, and
+    # the word score below which a word is mispronounced
+    expected: ExpectedText | None = None
+    threshold: Threshold | None = None
 
     def stream_options(self) -> dict[str, Any]:
         """Keyword arguments for ``Recognizer.stream``: the options the client gave."""

@@ -38,7 +38,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
 from .bench import rss_mb
-from .engine import Recognizer
+from .engine import Recognizer, Stream
 from .models.base import CTCModel
 from .protocol import ConfigInvalid, parse_config
 from .scheduler import BatchScheduler, Close, Session, error_json
@@ -137,6 +137,14 @@ class StreamSpec:
     channels: int
     recognizer: Recognizer
     stream_options: dict[str, Any]
+    expected: str | None = None  # the pronunciation check's text (Recognizer.check)
+    threshold: float | None = None
+
+    def new_stream(self) -> Stream:
+        """The client's stream: checked against ``expected`` when the config gave one."""
+        if self.expected is not None:
+            return self.recognizer.check(self.expected, self.threshold, **self.stream_options)
+        return self.recognizer.stream(**self.stream_options)
 
 
 class App:
@@ -358,7 +366,7 @@ class App:
         try:
             await ws.send_text(_dumps(self._hello()))
             spec = self._parse_config(await self._receive(ws, expect_config=True))
-            stream = spec.recognizer.stream(**spec.stream_options)
+            stream = spec.new_stream()
             session = self.scheduler.open(stream, outbox)
             cfg = spec.recognizer.config
             await ws.send_text(_dumps({"type": "ready", "stream_id": session.id, "sample_rate": spec.sample_rate,
@@ -430,7 +438,14 @@ class App:
         except (ConfigError, ValueError) as err:
             raise ProtocolError(f"bad config: {str(err).replace('--', '').replace('-ms', '_ms')}") from None
         rate = self.model.sample_rate if cfg.sample_rate is None else cfg.sample_rate
-        return StreamSpec(rate, PCM_FORMATS[cfg.format], cfg.channels, recognizer, stream_options)
+        spec = StreamSpec(rate, PCM_FORMATS[cfg.format], cfg.channels, recognizer, stream_options, cfg.expected,
+                          cfg.threshold)
+        if cfg.expected is not None:
+            try:
+                spec.new_stream()  # the text's own checks: words, dictionary, the model's phonemes
+            except ValueError as err:
+                raise ProtocolError(f"bad config: expected: {err}") from None
+        return spec
 
     async def _receive_audio(self, ws: WebSocket, spec: StreamSpec, session: Session, outbox: asyncio.Queue) -> None:
         """Read audio frames into the scheduler until the end message; errors go to the outbox."""

@@ -272,3 +272,64 @@ def test_long_silence_before_reading_keeps_memory_bounded():
     lp = said("B AA B S AA K K AA B S AA B".split())
     out = c.advance(FrameBlock(4000, lp, lp[:0], (4000 + len(lp)) * 320, True))
     assert verdicts(out) == ["ok"] * 4 and out[0].start > 80
+
+
+def test_server_expected_gives_the_same_word_events(shipped):
+    """The server's config key ``expected``: the same word events as ``Recognizer.check`` locally; a bad
+    text is one error line naming the key."""
+    import asyncio
+
+    from phonestream import client as net
+    from phonestream.server import App, ServerSettings
+    from tests.test_server import _bad_exchange, running_server
+
+    rec, audio = shipped
+    text = TEXT.replace(" crafts ", " bananas ")
+    local = [(w.index, w.verdict, w.heard, None if w.score is None else round(w.score, 4))
+             for w in run_check(shipped, text)]
+    with running_server(App(rec, ServerSettings())) as url:
+        result = asyncio.run(net.stream_audio(url, lambda rate: net.pieces(audio, 320),
+                                              options={"expected": text}))
+        words = [e for e in result.events if e["type"] == "word"]
+        assert [(w["index"], w["verdict"], w["heard"], w["score"]) for w in words] == local
+        assert result.summary["check"]["words"] == 27
+        error, code = asyncio.run(_bad_exchange(url, [json.dumps({"type": "config", "expected": "!!! ???"})]))
+        assert code == 1008 and error["message"].startswith("bad config: expected: ")
+
+
+def test_web_page_checks_the_expected_sentence(tmp_path, tiny_model):
+    """The page's text box: its sentence goes out as the config's ``expected``; each word is coloured by
+    its verdict when the server's word events arrive (chromium, microphone fed from the sample)."""
+    import soundfile as sf
+
+    from phonestream import Recognizer
+    from phonestream.audio import load_audio
+    from phonestream.server import App, ServerSettings
+    from phonestream.streaming import StreamConfig
+    from tests.test_browser import _browser
+    from tests.test_server import running_server
+
+    from selenium.webdriver.common.by import By  # noqa: I001 (after _browser, which skips without selenium)
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wav = tmp_path / "speech.wav"
+    sf.write(wav, load_audio(SAMPLE, 16000)[: 4 * 16000], 16000, subtype="PCM_16")
+    app = App(Recognizer(tiny_model, StreamConfig(320, 640, 160), decoder="greedy"), ServerSettings())
+    with running_server(app) as url:
+        driver = _browser(tmp_path, wav)
+        try:
+            driver.get(url.replace("ws://", "http://").replace("/ws", "/"))
+            driver.find_element(By.ID, "expected").send_keys("Bob, sock cob!")
+            driver.find_element(By.ID, "toggle").click()
+            wait = WebDriverWait(driver, 60)
+            wait.until(lambda d: d.find_element(By.ID, "status").text.startswith(("streaming", "error")))
+            assert not driver.find_element(By.ID, "status").text.startswith("error")
+            spans = driver.find_elements(By.CSS_SELECTOR, "#words .word")
+            assert len(spans) == 3 and [s.text.split()[0] for s in spans] == ["Bob", "sock", "cob"]
+            driver.find_element(By.ID, "toggle").click()  # stop: the tail's verdicts, then the summary
+            wait.until(lambda d: d.find_element(By.ID, "summary").text.strip() != "")
+            classes = [s.get_attribute("class").split() for s in driver.find_elements(By.CSS_SELECTOR, "#words .word")]
+            assert all(len(set(c) & {"ok", "mispronounced", "missing"}) == 1 for c in classes), classes
+            assert "words ok:" in driver.find_element(By.ID, "summary").text
+        finally:
+            driver.quit()

@@ -75,9 +75,10 @@ def test_every_declared_key_is_an_engine_option_or_the_protocols_own():
     """The schema names engine arguments by hand: a renamed one must fail here, not at a client."""
     stream_args = set(inspect.signature(Recognizer.stream).parameters)
     recognizer_fields = {f.name for f in dataclasses.fields(Recognizer)}
+    check_args = set(inspect.signature(Recognizer.check).parameters) - {"dictionary"}  # the pronunciation check
     protocol = {"type", "sample_rate", "format", "channels", "latency", "chunk_ms", "left_ms", "right_ms"}
     for key in ConfigMessage.model_fields:
-        assert key in protocol | stream_args | recognizer_fields, key
+        assert key in protocol | stream_args | recognizer_fields | check_args, key
     everything = {k: None for k in ConfigMessage.model_fields if k not in protocol}
     options = ConfigMessage.model_validate({"type": "config", **everything, "partials": True})
     assert set(options.stream_options()) <= stream_args
