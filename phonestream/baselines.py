@@ -26,8 +26,9 @@ def _pocketsphinx_decoder():
     except ImportError:
         raise ValueError("the pocketsphinx baseline needs the pocketsphinx package: pip install pocketsphinx") from None
     model = get_model_path()
-    return Decoder(hmm=os.path.join(model, "en-us", "en-us"), allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"),
-                   lm=None, beam=1e-20, pbeam=1e-20, lw=2.0, logfn=os.devnull)
+    return Decoder(hmm=os.path.join(model, "en-us", "en-us"),
+                   allphone=os.path.join(model, "en-us", "en-us-phone.lm.bin"), lm=None, beam=1e-20, pbeam=1e-20,
+                   lw=2.0, logfn=os.devnull)
 
 
 def pocketsphinx_phones(path: str | Path) -> list[str]:

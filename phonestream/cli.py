@@ -21,8 +21,8 @@ from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
 from .engine import Recognizer, Stream
 from .events import Summary
 from .models import ModelError, load_model
-from .numerics import numeric_setup, pin_blas_threads
 from .models.base import LATENCY_PRESETS
+from .numerics import numeric_setup, pin_blas_threads
 from .phones import to_ipa
 from .streaming import ConfigError, StreamConfig
 

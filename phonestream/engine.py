@@ -27,8 +27,14 @@ from typing import Any
 
 import numpy as np
 
-from .decoding import (DEFAULT_BEAM, DEFAULT_INSERTION_BONUS, DEFAULT_LM_WEIGHT, DecoderConfig, decode_offline,
-                       make_decoder)
+from .decoding import (
+    DEFAULT_BEAM,
+    DEFAULT_INSERTION_BONUS,
+    DEFAULT_LM_WEIGHT,
+    DecoderConfig,
+    decode_offline,
+    make_decoder,
+)
 from .endpoint import EndpointConfig, Endpointer
 from .events import Event, Partial, Phoneme, Summary
 from .metrics import StreamStats, compare

@@ -59,7 +59,8 @@ RAW_TEXTS = ("", " ", "{nope", "null", "true", "42", "\"config\"", "[1, 2]", "{}
              "{\"type\": \"\"}", "{\"type\": \"end\"}", "{\"type\": \"CONFIG\"}", "{\"type\": \"config\"",
              "[" * 100_000 + "]" * 100_000, "{\"type\": \"config\", \"x\": " + "[" * 5000 + "]" * 5000 + "}",
              "{\"type\": \"config\", \"sample_rate\": NaN}", "{\"type\": \"config\", \"sample_rate\": 1e999}",
-             "{\"type\": \"config\"}\u0000", "{\"type\": \"\u00e9\u4e2d\"}", "{\"type\": \"config\", \"type\": \"end\"}")
+             "{\"type\": \"config\"}\u0000", "{\"type\": \"\u00e9\u4e2d\"}",
+             "{\"type\": \"config\", \"type\": \"end\"}")
 
 
 @dataclass
@@ -142,7 +143,8 @@ def _audio(rng: random.Random, speech: np.ndarray, seconds: float, fmt: str = "s
         start = rng.randrange(0, max(1, len(speech) - n))
         audio = speech[start : start + n].astype(np.float32)
     elif choice < 0.8:
-        audio = np.random.default_rng(rng.randrange(2 ** 32)).normal(0, rng.choice((0.01, 0.3, 3.0)), n).astype(np.float32)
+        noise = np.random.default_rng(rng.randrange(2 ** 32))
+        audio = noise.normal(0, rng.choice((0.01, 0.3, 3.0)), n).astype(np.float32)
     else:
         audio = np.zeros(n, np.float32)
     if odd and fmt == "f32le" and len(audio):
@@ -170,7 +172,8 @@ def _valid_config(rng: random.Random, stride_ms: int = 20) -> dict[str, Any]:
         cfg["chunk_ms"] = stride_ms * rng.randint(4, 40)
         cfg["left_ms"] = stride_ms * rng.randint(0, 50)
         cfg["right_ms"] = stride_ms * rng.randint(0, 20)
-    for key, make in (("partials", lambda: rng.random() < 0.5), ("decoder", lambda: rng.choice(("auto", "greedy", "beam"))),
+    for key, make in (("partials", lambda: rng.random() < 0.5),
+                      ("decoder", lambda: rng.choice(("auto", "greedy", "beam"))),
                       ("beam", lambda: rng.randint(1, 8)), ("lm", lambda: rng.choice(("auto", "none"))),
                       ("lm_weight", lambda: round(rng.uniform(0, 3), 3)),
                       ("insertion_bonus", lambda: rng.choice((None, round(rng.uniform(-3, 3), 3)))),

@@ -113,8 +113,9 @@ class Distribution:
         if not self.count:
             return stats([], scale, digits)
         a = np.frombuffer(self._sample, np.float64) * scale
-        return {"avg": round(self.total / self.count * scale, digits), "p50": round(float(np.percentile(a, 50)), digits),
-                "p95": round(float(np.percentile(a, 95)), digits), "max": round(self.max * scale, digits)}
+        return {"avg": round(self.total / self.count * scale, digits),
+                "p50": round(float(np.percentile(a, 50)), digits), "p95": round(float(np.percentile(a, 95)), digits),
+                "max": round(self.max * scale, digits)}
 
 
 @dataclass

@@ -141,7 +141,8 @@ class ConfigMessage(_Strict):
             raise ConfigInvalid(f"chunk_ms={cfg.chunk_ms} is below the server's minimum of {min_chunk_ms}")
         window = cfg.chunk_ms + cfg.left_ms + cfg.right_ms
         if window > max_window_ms:
-            raise ConfigInvalid(f"chunk_ms + left_ms + right_ms = {window} exceeds the server's limit of {max_window_ms}")
+            raise ConfigInvalid(f"chunk_ms + left_ms + right_ms = {window} exceeds the server's limit of "
+                                f"{max_window_ms}")
         if self.beam is not None and self.beam > max_beam:
             raise ConfigInvalid(f"beam={self.beam} exceeds the server's limit of {max_beam}")
         return cfg

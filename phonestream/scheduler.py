@@ -321,7 +321,8 @@ class BatchScheduler:
             except Exception:  # noqa: BLE001
                 self._fail(session, "stream failed while decoding", log=True)
                 continue
-            session.processed = min(session.received, session.stream.streamer.next_frame * session.stream.streamer.stride)
+            streamer = session.stream.streamer
+            session.processed = min(session.received, streamer.next_frame * streamer.stride)
             for event in events:
                 session.post(to_json(event))
             if session._progress is not None:

@@ -41,11 +41,11 @@ class StreamConfig:
             ConfigError: an unknown preset name.
         """
         try:
-            c, l, r = model.streaming_defaults.preset(latency, 1000 * model.frame_stride / model.sample_rate)
+            chunk, left, right = model.streaming_defaults.preset(latency, 1000 * model.frame_stride / model.sample_rate)
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        return cls(c if chunk_ms is None else chunk_ms, l if left_ms is None else left_ms,
-                   r if right_ms is None else right_ms)
+        return cls(chunk if chunk_ms is None else chunk_ms, left if left_ms is None else left_ms,
+                   right if right_ms is None else right_ms)
 
     def samples(self, model: CTCModel | Backbone) -> tuple[int, int, int]:
         """(chunk, left, right) in samples, checked against the model.
@@ -56,15 +56,18 @@ class StreamConfig:
         """
         sr, stride = model.sample_rate, model.frame_stride
         stride_ms = 1000 * stride / sr
-        for name, value, minimum in (("chunk", self.chunk_ms, 1), ("left", self.left_ms, 0), ("right", self.right_ms, 0)):
+        sizes = (("chunk", self.chunk_ms, 1), ("left", self.left_ms, 0), ("right", self.right_ms, 0))
+        for name, value, minimum in sizes:
             if value < minimum:
                 what = "positive" if minimum else "zero or more"
                 raise ConfigError(f"--{name}-ms must be {what}, got {value}")
             if (value * sr) % (1000 * stride):
-                raise ConfigError(f"--{name}-ms={value} is not a multiple of the model's frame stride ({stride_ms:g} ms)")
+                raise ConfigError(f"--{name}-ms={value} is not a multiple of the model's frame stride "
+                                  f"({stride_ms:g} ms)")
         chunk, left, right = (v * sr // 1000 for v in (self.chunk_ms, self.left_ms, self.right_ms))
         if model.num_frames(chunk + right) < 1:
-            raise ConfigError(f"chunk + right context ({self.chunk_ms + self.right_ms} ms) is shorter than one model frame")
+            raise ConfigError(f"chunk + right context ({self.chunk_ms + self.right_ms} ms) is shorter than one "
+                              "model frame")
         if model.max_window_s is not None and (chunk + left + right) > model.max_window_s * sr:
             raise ConfigError(f"window of {self.chunk_ms + self.left_ms + self.right_ms} ms exceeds the model's "
                               f"limit of {model.max_window_s:g} s")

@@ -301,6 +301,8 @@ def test_web_page_checks_the_expected_sentence(tmp_path, tiny_model):
     """The page's text box: its sentence goes out as the config's ``expected``; each word is coloured by
     its verdict when the server's word events arrive (chromium, microphone fed from the sample)."""
     import soundfile as sf
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     from phonestream import Recognizer
     from phonestream.audio import load_audio
@@ -308,9 +310,6 @@ def test_web_page_checks_the_expected_sentence(tmp_path, tiny_model):
     from phonestream.streaming import StreamConfig
     from tests.test_browser import _browser
     from tests.test_server import running_server
-
-    from selenium.webdriver.common.by import By  # noqa: I001 (after _browser, which skips without selenium)
-    from selenium.webdriver.support.ui import WebDriverWait
 
     wav = tmp_path / "speech.wav"
     sf.write(wav, load_audio(SAMPLE, 16000)[: 4 * 16000], 16000, subtype="PCM_16")

@@ -2,7 +2,8 @@
 
 Threshold: the shipped sample (LJ Speech LJ001-0001, public domain, one female reader) is scored against
 the CMU dictionary phones of its text, 39-class folded. The model scores about 20-22% PER on read
-speech with greedy decoding and 18% with its default beam + LM (fraser_arctic, MODEL_CARD.md); a random or broken head scores near 100%, and a head that only
+speech with greedy decoding and 18% with its default beam + LM (fraser_arctic, MODEL_CARD.md); a random or
+broken head scores near 100%, and a head that only
 confuses similar vowels still stays below 45%. 45% leaves room for the dictionary-versus-speaker
 pronunciation mismatch on one 10 s utterance while failing anything that does not really recognise.
 """

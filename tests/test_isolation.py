@@ -84,7 +84,8 @@ def events_alone(rec: Recognizer, audio: np.ndarray, piece: int = 320) -> list[d
 
 def decoded(events: list[dict]) -> list[tuple]:
     return [(e["phoneme"], e["start"], e["end"], round(e["confidence"], 2)) if e["type"] == "phoneme"
-            else ("<endpoint>", e["start"], e["end"], e["rule"]) for e in events if e["type"] in ("phoneme", "endpoint")]
+            else ("<endpoint>", e["start"], e["end"], e["rule"])
+            for e in events if e["type"] in ("phoneme", "endpoint")]
 
 
 async def drain(box: asyncio.Queue) -> tuple[list[dict], Close]:

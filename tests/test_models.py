@@ -33,7 +33,8 @@ def test_batch_equals_single(tiny_group_norm_dir, speechlike):
 
 def test_phoneme_tokenizer_nested_vocab(tmp_path):
     folder = save_ctc(tmp_path / "m", vocab=("<pad>", "<s>", "</s>", "<unk>", "a", "b"))
-    (folder / "vocab.json").write_text(json.dumps({"en-us": {t: i for i, t in enumerate(("<pad>", "<s>", "</s>", "<unk>", "a", "b"))}}))
+    symbols = ("<pad>", "<s>", "</s>", "<unk>", "a", "b")
+    (folder / "vocab.json").write_text(json.dumps({"en-us": {t: i for i, t in enumerate(symbols)}}))
     model = load_model(str(folder))
     assert model.vocab.symbols[4:] == ("a", "b") and {1, 2, 3} <= model.vocab.skip_ids
 
@@ -60,7 +61,8 @@ def test_encoder_without_ctc_head(tiny_encoder_dir):
 
 
 def test_non_audio_model_has_no_ctc_head(tmp_path):
-    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)).save_pretrained(tmp_path)
+    config = BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+    BertModel(config).save_pretrained(tmp_path)
     with pytest.raises(ModelError, match="no CTC head"):
         load_model(str(tmp_path))
 

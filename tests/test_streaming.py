@@ -111,4 +111,5 @@ def test_model_folder_keeps_its_own_presets(tmp_path):
     d = StreamingDefaults(320, 1280, 160, low=(160, 960, 160), accurate=(640, 1920, 320))
     assert StreamingDefaults.from_dict(d.to_dict()) == d
     assert d.preset("low") == (160, 960, 160) and d.preset("accurate") == (640, 1920, 320)
-    assert StreamingDefaults.from_dict({"chunk_ms": 960, "left_ms": 1280, "right_ms": 320}).preset("low") == (480, 1280, 160)
+    derived = StreamingDefaults.from_dict({"chunk_ms": 960, "left_ms": 1280, "right_ms": 320})
+    assert derived.preset("low") == (480, 1280, 160)

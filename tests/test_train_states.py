@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
 
 from phonestream.models.backbone import Backbone, BackboneCTCModel
-from phonestream.models.torch_heads import ConvHead, LinearHead, to_inference
 from phonestream.models.base import Vocabulary
+from phonestream.models.torch_heads import ConvHead, LinearHead, to_inference
 from phonestream.streaming import StreamConfig, Streamer
 from phonestream.train.states import segments_for
 from phonestream.train.trainer import States, batch_logits, head_radius, make_batch

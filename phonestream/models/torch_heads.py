@@ -15,7 +15,6 @@ from .base import ModelError
 from .heads import Head
 
 
-
 class LinearHead(nn.Module):
     """One linear layer from states to CTC logits."""
 

@@ -109,7 +109,8 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--rounds", type=int, default=1, help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
@@ -145,9 +146,8 @@ def recipe(argv: list[str] | None = None) -> int:
         manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
         log(f"synthetic manifest: {manifest}")
     if args.stage in ("all", "cache"):
-        from .states import read_manifest
-
         from .evaluate import is_synth_dev
+        from .states import read_manifest
 
         synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if not is_synth_dev(it.uid)]
         by_round: dict[str, list] = {}
@@ -187,8 +187,7 @@ def recipe(argv: list[str] | None = None) -> int:
 
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or work / "export" / args.run  # never the shipped model unless --out names it
-        c, l, r = DEFAULT_STREAMING
-        pipeline.export_model(ckpt, out, StreamingDefaults(c, l, r, low=LOW_LATENCY, accurate=ACCURATE))
+        pipeline.export_model(ckpt, out, StreamingDefaults(*DEFAULT_STREAMING, low=LOW_LATENCY, accurate=ACCURATE))
         log(f"exported {ckpt} -> {out}")
     return 0
 

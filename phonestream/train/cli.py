@@ -178,8 +178,8 @@ def custom(backbone: str, vocab: Path, manifest: Path, dev_manifest: Path | None
     from .custom import fit_custom
 
     with _progress(quiet) as (log, on_step):
-        fit_custom(backbone, vocab, manifest, out, work, parse_head(head_alias or head_type), minutes=minutes, seed=seed,
-                   epochs=epochs, lr=lr, threads=threads, workers=workers, dev_manifest=dev_manifest,
+        fit_custom(backbone, vocab, manifest, out, work, parse_head(head_alias or head_type), minutes=minutes,
+                   seed=seed, epochs=epochs, lr=lr, threads=threads, workers=workers, dev_manifest=dev_manifest,
                    augment_audio=augment, fresh=fresh, phones_column=phones_column, checkpoint=checkpoint,
                    log=log, on_step=on_step)
 

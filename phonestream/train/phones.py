@@ -85,7 +85,8 @@ def radio_to_arpabet(phones: list[str]) -> list[str]:
 
 
 def collapse_er_r(phones: list[str]) -> list[str]:
-    """``ER R`` -> ``ER`` and ``R R`` -> ``R``: festival and espeak-ng write an r-coloured vowel before a linking r, CMU does not."""
+    """``ER R`` -> ``ER`` and ``R R`` -> ``R``: festival and espeak-ng write an r-coloured vowel before a
+    linking r, CMU does not."""
     out: list[str] = []
     for p in phones:
         if p == "R" and out and out[-1] in ("ER", "R"):

@@ -22,10 +22,9 @@ from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import WhisperBackbone
+from .evaluate import SHARED
 from .phones import SYMBOLS
 from .states import Item, cache_shard
-
-from .evaluate import SHARED
 
 FRASER_MANIFEST = SHARED / "fraser_arctic" / "manifest.tsv"  # its sentences are kept out of synthesis
 FSDD_ROOT = SHARED / "fsdd"

@@ -32,7 +32,8 @@ MARGIN = 8
 #: Streaming configurations drawn for training (chunk, left, right) in ms; None = offline.
 #: Chunks from 160 ms (the ``low`` latency preset) to 640 ms (``accurate``); the 320 ms default in the middle.
 TRAIN_CONFIGS: list[tuple[int, int, int] | None] = [
-    (c, l, r) for c in (160, 320, 480, 640) for l in (640, 960, 1280, 1920) for r in (80, 160, 240, 320)
+    (chunk, left, right)
+    for chunk in (160, 320, 480, 640) for left in (640, 960, 1280, 1920) for right in (80, 160, 240, 320)
 ]
 OFFLINE_FRACTION = 0.15
 

@@ -181,7 +181,8 @@ def make_jobs(sentences: list[str], counts: dict[str, int], seed: int = 0, offse
             uid = f"{prefix}{source}-{i:05d}"
             if source == "espeak":
                 params = {"accent": rng.choice(ESPEAK_ACCENTS), "variant": rng.choice(variants),
-                          "speed": rng.randint(120, 230), "pitch": rng.randint(15, 85), "gap": rng.choice([0, 0, 0, 1, 3])}
+                          "speed": rng.randint(120, 230), "pitch": rng.randint(15, 85),
+                          "gap": rng.choice([0, 0, 0, 1, 3])}
             elif source == "flite":
                 params = {"voice": FLITE_VOICES[i % len(FLITE_VOICES)], "stretch": rng.uniform(0.8, 1.35),
                           "f0": rng.randint(80, 210)}
