@@ -346,6 +346,11 @@ class BeamDecoder:
             self._buf_start = keep_from
         return out
 
+    @property
+    def has_lm(self) -> bool:
+        """Whether hypotheses are scored with a phoneme LM."""
+        return self._lm.lm is not None
+
     def partial(self, block: FrameBlock) -> list[str]:
         """The provisional tail: the best hypothesis beyond the committed phonemes, then the greedy
         reading of the lookahead frames."""

@@ -88,7 +88,7 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     result = stream.summary()
     dec = stream.decoder
     result["decoder"] = ("greedy" if isinstance(dec, GreedyDecoder) else
-                         "beam+lm" if getattr(dec, "lm", None) is not None else "beam")
+                         "beam+lm" if dec.has_lm else "beam")
     result["rss_mb_first_minute"] = round(rss_first, 1) if rss_first is not None else None
     result["rss_mb_end"] = round(rss_mb(), 1)
     if offline:

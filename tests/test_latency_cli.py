@@ -35,3 +35,12 @@ def test_explicit_sizes_override_the_preset(tiny_model_dir, wav_file):
 def test_unknown_preset_is_a_usage_error(tiny_model_dir, wav_file):
     result = CliRunner().invoke(main, ["stream", str(wav_file), "-m", str(tiny_model_dir), "--latency", "fast"])
     assert result.exit_code == 2 and "'fast' is not one of" in result.output
+
+
+def test_bench_names_the_decoder_it_ran(tiny_model_dir):
+    """bench's decoder column says greedy, beam or beam+lm: what ran, not what was asked for (auto)."""
+    for model, decoder, expected in ((str(tiny_model_dir), "greedy", "greedy"), (str(tiny_model_dir), "beam", "beam"),
+                                     ("default", "auto", "beam+lm")):  # the shipped model has its LM beside it
+        result = CliRunner().invoke(main, ["bench", "-m", model, "--seconds", "2", "--decoder", decoder, "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output.strip().splitlines()[-1])[0]["decoder"] == expected
