@@ -76,3 +76,34 @@ def wav_file(tmp_path, speechlike) -> Path:
     path = tmp_path / "speech.wav"
     sf.write(path, speechlike, 16000)
     return path
+
+
+def fake_sound_card(monkeypatch, card: np.ndarray, rate: int, reads: list[int] | None = None) -> None:
+    """Replace ``sounddevice`` by a card at ``rate`` Hz that plays ``card`` (mono float32) in the blocks the
+    reader asks for, then raises KeyboardInterrupt as Ctrl-C does; ``reads`` collects the block sizes."""
+    import sys
+    import types
+
+    class FakeInputStream:
+        def __init__(self, samplerate, channels, dtype, blocksize, device):
+            assert (samplerate, channels, dtype) == (rate, 1, "float32")
+            self.pos = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self, frames):
+            if self.pos >= len(card):
+                raise KeyboardInterrupt
+            piece = card[self.pos : self.pos + frames]
+            self.pos += frames
+            if reads is not None:
+                reads.append(len(piece))
+            return np.pad(piece, (0, frames - len(piece)))[:, None], False
+
+    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream,
+                                 query_devices=lambda device, kind: {"default_samplerate": float(rate)})
+    monkeypatch.setitem(sys.modules, "sounddevice", fake)

@@ -17,6 +17,8 @@ from phonestream.events import Word
 from phonestream.models.base import Vocabulary
 from phonestream.streaming import FrameBlock
 
+from .conftest import fake_sound_card
+
 VOCAB = Vocabulary(("<blank>", "AA", "B", "K", "S", "|"), 0, frozenset({5}))
 WORDS = [ExpectedWord(t, (tuple(p.split()),), "cmudict")
          for t, p in (("bob", "B AA B"), ("sock", "S AA K"), ("cob", "K AA B"), ("sob", "S AA B"))]
@@ -224,33 +226,12 @@ def test_word_view_colours_verdicts_and_highlights_the_current_word():
 def test_mic_text_checks_a_fake_sound_card(monkeypatch, capsys):
     """``phonestream mic --text``: a fake 16 kHz card plays LJ001-0002 ("in being comparatively modern")
     then Ctrl-C; one word event per expected word, the summary's check entry; a bad text fails first."""
-    import types
-
     from phonestream.audio import load_audio
     from phonestream.cli import main
 
     card = load_audio(SAMPLE.parent / "LJ001-0002.flac", 16000)
 
-    class FakeInputStream:
-        def __init__(self, samplerate, channels, dtype, blocksize, device):
-            self.pos = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read(self, frames):
-            if self.pos >= len(card):
-                raise KeyboardInterrupt
-            piece = card[self.pos:self.pos + frames]
-            self.pos += frames
-            return np.pad(piece, (0, frames - len(piece)))[:, None], False
-
-    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream,
-                                 query_devices=lambda device, kind: {"default_samplerate": 16000.0})
-    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    fake_sound_card(monkeypatch, card, 16000)
     with pytest.raises(SystemExit) as exit_info:
         main(["mic", "--json", "--text", "In being comparatively modern."])
     assert exit_info.value.code in (0, None)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, fake_sound_card
 
 PHONEME_KEYS = {"type", "phoneme", "start", "end", "confidence", "committed_at", "index"}
 
@@ -189,8 +189,6 @@ def test_mic_streams_a_fake_sound_card_until_ctrl_c(monkeypatch, capsys):
     """The microphone path end to end, with sounddevice replaced by a fake 44.1 kHz card that plays
     the sample recording and then raises KeyboardInterrupt, as Ctrl-C does: pieces are resampled,
     streamed through the default model, and the run ends with a summary and the offline comparison."""
-    import types
-
     import soxr
 
     from phonestream.cli import main
@@ -199,28 +197,7 @@ def test_mic_streams_a_fake_sound_card_until_ctrl_c(monkeypatch, capsys):
     card = soxr.resample(audio, sr, 44100).astype(np.float32)
     reads = []
 
-    class FakeInputStream:
-        def __init__(self, samplerate, channels, dtype, blocksize, device):
-            assert (samplerate, channels, dtype) == (44100, 1, "float32")
-            self.pos = 0
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def read(self, frames):
-            if self.pos >= len(card):
-                raise KeyboardInterrupt
-            piece = card[self.pos : self.pos + frames]
-            self.pos += frames
-            reads.append(len(piece))
-            return np.pad(piece, (0, frames - len(piece)))[:, None], False
-
-    fake = types.SimpleNamespace(PortAudioError=OSError, InputStream=FakeInputStream,
-                                 query_devices=lambda device, kind: {"default_samplerate": 44100.0})
-    monkeypatch.setitem(sys.modules, "sounddevice", fake)
+    fake_sound_card(monkeypatch, card, 44100, reads)
     with pytest.raises(SystemExit) as exit_info:
         main(["mic", "--json", "--compare-offline", "--feed-ms", "50"])
     assert exit_info.value.code in (0, None)
