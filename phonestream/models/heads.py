@@ -123,16 +123,14 @@ class Head:
 def random_head(spec: dict[str, Any], dim: int, n_out: int, seed: int = 0) -> Head:
     """A seeded random head (uniform in +-1/sqrt(fan_in), like PyTorch's default initialisation)."""
     rng = np.random.default_rng(seed)
+    shapes = head_shapes(spec, dim, n_out)
     weights = {}
-    for name, shape in head_shapes(spec, dim, n_out).items():
+    for name, shape in shapes.items():
         if name.startswith("norm."):
             weights[name] = np.ones(shape, np.float32) if name.endswith("weight") else np.zeros(shape, np.float32)
             continue
-        fan_in = int(np.prod(shape[1:])) if name.endswith("weight") else None
-        if fan_in is None:  # a bias: its layer's weight fan-in
-            w_shape = head_shapes(spec, dim, n_out)[name.replace("bias", "weight")]
-            fan_in = int(np.prod(w_shape[1:]))
-        bound = 1.0 / np.sqrt(fan_in)
+        # a weight and its bias share the layer's fan-in (the weight's size per output)
+        bound = 1.0 / np.sqrt(np.prod(shapes[name.replace("bias", "weight")][1:]))
         weights[name] = rng.uniform(-bound, bound, shape).astype(np.float32)
     return Head(spec, weights)
 
