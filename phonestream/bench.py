@@ -1,11 +1,23 @@
 """Benchmark: real-time factor, per-chunk latency, emission delay and memory of streaming.
 
+Two measurements:
+
+- :func:`run`: one stream as fast as possible (real-time factor, per-chunk compute, emission delay,
+  memory);
+- :func:`run_streams`: N simulated real-time streams fed into the server's own
+  :class:`~phonestream.scheduler.BatchScheduler`, in process (no sockets): the windows per second its
+  worker sustains, how busy it is in and outside the model, lag and emission delay, and whether the N
+  streams keep up. With the zero-cost :class:`~phonestream.models.null.NullModel` this is the cost of
+  everything around the model.
+
 Compute does not depend on the weights, so without a model the benchmark uses a randomly initialised
 wav2vec2-base-sized CTC model (94M parameters). The audio is the shipped sample recording, looped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +28,10 @@ import numpy as np
 from .audio import load_audio
 from .decoding import GreedyDecoder
 from .engine import Recognizer
+from .metrics import stats
 from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary
 from .phones import ARPABET
+from .scheduler import BatchScheduler, Close
 from .streaming import StreamConfig
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "LJ001-0001.flac"
@@ -100,6 +114,137 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     return result
 
 
+class _Outbox:
+    """Stands in for a connection's outbox queue: keeps each item with the time it reached the event loop
+    (seconds since the run started), so nothing is parsed while the streams run."""
+
+    def __init__(self, t0: float, done: asyncio.Event, pending: list[int]) -> None:
+        self.t0, self.done, self.pending = t0, done, pending
+        self.items: list[tuple[float, Any]] = []
+
+    def put_nowait(self, item: Any) -> None:
+        self.items.append((time.perf_counter() - self.t0, item))
+        if isinstance(item, Close):
+            self.pending[0] -= 1
+            if not self.pending[0]:
+                self.done.set()
+
+
+def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: float = 20.0, decoder: str = "auto",
+                feed_ms: int = 20, max_batch: int = 64, max_wait_ms: float = 10.0,
+                audio: np.ndarray | None = None) -> dict[str, Any]:
+    """``streams`` real-time streams of ``seconds`` each through one :class:`BatchScheduler`, as the server
+    runs them; returns one row of figures.
+
+    Stream ``i`` starts ``i / streams`` of a chunk after the first (as clients connecting at random would
+    spread out) and reads the looped recording from its own offset; every ``feed_ms`` each stream is
+    handed the audio that real time has made due. Events are timed when they reach the event loop.
+
+    Figures: ``windows_per_s`` (windows the worker finished per second while the audio was flowing, with
+    ``offered_windows_per_s`` what N real-time streams ask for), ``windows_per_batch``, the worker's
+    busy share of that time split into ``model_share`` and ``outside_share``, ``lag_s`` (event arrival
+    minus the audio time it was produced at, as ``phonestream loadtest`` measures), ``emission_delay_s``
+    (phoneme arrival minus its end), ``dropped_s`` (audio sent minus audio decoded), ``errors`` and
+    ``keeps_up`` (no error, nothing dropped, lag p95 within one chunk).
+    """
+    if streams < 1:
+        raise ValueError(f"streams must be at least 1, got {streams}")
+    recognizer = Recognizer(model, config, decoder=decoder)
+    sr = model.sample_rate
+    audio = load_audio(SAMPLE, sr) if audio is None else np.asarray(audio, np.float32)
+    total = int(seconds * sr)
+    piece = max(1, sr * feed_ms // 1000)
+    chunk_s = config.chunk_ms / 1000
+    starts = np.arange(streams) * chunk_s / streams
+    offsets = (np.arange(streams) * 7919 * piece) % len(audio)  # each stream its own place in the recording
+    tape = np.resize(audio, total + len(audio))  # one looped copy, read through views
+    model.warmup()
+    scheduler = BatchScheduler(model, max_batch, max_wait_ms / 1000)
+
+    async def main() -> tuple[list[_Outbox], float, dict[str, float]]:
+        done, pending = asyncio.Event(), [streams]
+        t0 = time.perf_counter()
+        boxes = [_Outbox(t0, done, pending) for _ in range(streams)]
+        sessions = [scheduler.open(recognizer.stream(keep_phonemes=False), box) for box in boxes]  # type: ignore[arg-type]
+        sent = np.zeros(streams, np.int64)
+        before = _counters(scheduler)
+        while True:
+            now = time.perf_counter() - t0
+            due = np.minimum(total, np.maximum(0, ((now - starts) * sr).astype(np.int64)) // piece * piece)
+            for i in np.flatnonzero(due > sent).tolist():
+                a, b = offsets[i] + sent[i], offsets[i] + due[i]
+                scheduler.feed(sessions[i], tape[a:b])
+                sent[i] = due[i]
+            if sent.min() >= total:
+                break
+            await asyncio.sleep(max(0.0, feed_ms / 1000 - (time.perf_counter() - t0 - now)))
+        flowing = time.perf_counter() - t0
+        during = {k: v - before[k] for k, v in _counters(scheduler).items()}
+        for session in sessions:
+            scheduler.end(session)
+        try:
+            await asyncio.wait_for(done.wait(), 60 + 2 * seconds)
+        except asyncio.TimeoutError:
+            pass
+        return boxes, flowing, during
+
+    try:
+        boxes, flowing, during = asyncio.run(main())
+    finally:
+        scheduler.stop()
+    return _streams_row(boxes, streams, seconds, starts, chunk_s, flowing, during, config, model, recognizer)
+
+
+def _counters(scheduler: BatchScheduler) -> dict[str, float]:
+    return {"windows": scheduler.windows + scheduler.skipped, "batches": scheduler.batches,
+            "model_s": scheduler.model_s, "worker_s": scheduler.worker_s}
+
+
+def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.ndarray, chunk_s: float,
+                 flowing: float, during: dict[str, float], config: StreamConfig, model: CTCModel,
+                 recognizer: Recognizer) -> dict[str, Any]:
+    """The figures of :func:`run_streams` from what reached the outboxes."""
+    delays, lags, errors, dropped = [], [], [], 0.0
+    for box, start in zip(boxes, starts.tolist()):
+        summary, failed = None, False
+        for at, item in box.items:
+            if isinstance(item, Close):
+                continue
+            event = json.loads(item)
+            kind = event["type"]
+            if kind == "phoneme":
+                delays.append(at - start - event["end"])
+                lags.append(at - start - event["committed_at"])
+            elif kind == "partial":
+                lags.append(at - start - event["received"])
+            elif kind == "summary":
+                summary = event
+            elif kind == "error":
+                errors.append(event["message"])
+                failed = True
+        if summary is None:
+            if not failed:
+                errors.append("no summary: the stream had not finished when the run ended")
+        else:
+            dropped += max(0.0, round(seconds - summary["audio_s"], 3))
+    lag = stats(lags, 1, 3)
+    worker = during["worker_s"] / flowing
+    model_share = during["model_s"] / flowing
+    keeps_up = not errors and dropped == 0 and lag["p95"] is not None and lag["p95"] <= chunk_s
+    decoder = recognizer.decoder_config().kind
+    return {
+        "streams": streams, "chunk/left/right ms": f"{config.chunk_ms}/{config.left_ms}/{config.right_ms}",
+        "decoder": decoder, "model": model.description, "audio_s": seconds,
+        "offered_windows_per_s": round(streams / chunk_s, 1),
+        "windows_per_s": round(during["windows"] / flowing, 1),
+        "windows_per_batch": round(during["windows"] / during["batches"], 1) if during["batches"] else None,
+        "worker_share": round(worker, 3), "model_share": round(model_share, 3),
+        "outside_share": round(worker - model_share, 3),
+        "lag_s": lag, "emission_delay_s": stats(delays, 1, 3), "dropped_s": round(dropped, 3),
+        "errors": len(errors), "error_sample": errors[0] if errors else None, "keeps_up": keeps_up,
+    }
+
+
 def parse_configs(specs: list[str], model: CTCModel) -> list[StreamConfig]:
     """``CHUNK/LEFT/RIGHT`` strings (ms) or latency preset names (``low``, ``balanced``, ``accurate``)
     to configs; an empty list means the model's defaults."""
@@ -118,4 +263,4 @@ def parse_configs(specs: list[str], model: CTCModel) -> list[StreamConfig]:
     return out
 
 
-__all__ = ["random_base_model", "run", "parse_configs", "rss_mb", "StreamingDefaults"]
+__all__ = ["random_base_model", "run", "run_streams", "parse_configs", "rss_mb", "StreamingDefaults"]

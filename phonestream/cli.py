@@ -420,30 +420,61 @@ def _stderr():
 
 
 @main.command()
-@click.option("--model", "-m", default=None, help="Model folder/hub id; 'default' for the shipped model "
-              "(default: a random wav2vec2-base-sized model).")
+@click.option("--model", "-m", default=None, help="Model folder/hub id; 'default' for the shipped model, 'null' for "
+              "the zero-cost stand-in (default: a random wav2vec2-base-sized model).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=None, type=int)
 @click.option("--config", "configs", multiple=True,
               help="CHUNK/LEFT/RIGHT in ms or a latency preset (low, balanced, accurate); repeat to compare.")
+@click.option("--chunk-ms", default=None, type=int, help="New audio per model step (overrides --config's).")
+@click.option("--left-ms", default=None, type=int, help="Left context per step (overrides --config's).")
+@click.option("--right-ms", default=None, type=int, help="Lookahead per step (overrides --config's).")
 @click.option("--decoder", default="auto", type=click.Choice(["auto", "greedy", "beam"]), show_default=True,
               help="As for stream: auto is beam search with the model's LM when it has one, else greedy.")
-@click.option("--seconds", default=60.0, show_default=True, help="Audio to stream per setting.")
+@click.option("--streams", "streams_", default=None,
+              help="N real-time streams through the server's batching scheduler, in process (e.g. 100,500,1000): "
+              "windows per second, worker busy share, lag, whether they keep up.")
+@click.option("--seconds", default=None, type=click.FloatRange(0.5),
+              help="Audio to stream per setting (default: 60; 20 per stream with --streams).")
 @click.option("--minutes", default=None, type=float, help="Stream this many minutes (memory check).")
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
+@click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
+              help="With --streams: most windows per forward pass (as serve's).")
+@click.option("--max-wait-ms", default=10.0, show_default=True, type=click.FloatRange(0),
+              help="With --streams: how long a ready window waits for others (as serve's).")
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
-def bench(model, device, threads, configs, decoder, seconds, minutes, feed_ms, json_out) -> None:
-    """Real-time factor, per-chunk latency, emission delay and memory of streaming."""
+def bench(model, device, threads, configs, chunk_ms, left_ms, right_ms, decoder, streams_, seconds, minutes, feed_ms,
+          max_batch, max_wait_ms, json_out) -> None:
+    """Real-time factor, per-chunk latency, emission delay and memory of streaming; with --streams, how many
+    real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
 
+    counts = None
+    if streams_ is not None:
+        from .client import parse_streams
+
+        counts = parse_streams(streams_)
+        if minutes is not None:
+            raise ValueError("--minutes is for the single-stream memory check; with --streams give --seconds")
     if model is None:
         loaded = bench_mod.random_base_model(device, threads)
+    elif model == "null":
+        from .models.null import NullModel
+
+        loaded = NullModel()
     else:
         loaded = load_model(None if model == "default" else model, device=device, threads=threads)
-    total = minutes * 60 if minutes is not None else seconds
+    cfgs = bench_mod.parse_configs(list(configs), loaded)
+    cfgs = [StreamConfig(c.chunk_ms if chunk_ms is None else chunk_ms, c.left_ms if left_ms is None else left_ms,
+                         c.right_ms if right_ms is None else right_ms) for c in cfgs]
+    if counts is not None:
+        _bench_streams(bench_mod, loaded, cfgs, counts, decoder, 20.0 if seconds is None else seconds, feed_ms,
+                       max_batch, max_wait_ms, json_out)
+        return
+    total = minutes * 60 if minutes is not None else 60.0 if seconds is None else seconds
     rows = []
-    for cfg in bench_mod.parse_configs(list(configs), loaded):
+    for cfg in cfgs:
         r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None, decoder=decoder)
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
                      "rtf": r["rtf"], "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
@@ -456,6 +487,34 @@ def bench(model, device, threads, configs, decoder, seconds, minutes, feed_ms, j
         return
     print_rows([{k: v for k, v in row.items() if k != "model"} for row in rows],
                f"bench: {rows[0]['model']} (latency cells: p50 / p95)")
+
+
+def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, max_batch, max_wait_ms,
+                   json_out) -> None:
+    """``bench --streams``: one row per window setting and number of streams."""
+    rows = []
+    for cfg in cfgs:
+        cfg.samples(model)  # a bad window is one line before any stream starts
+        for n in counts:
+            r = bench_mod.run_streams(model, cfg, n, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+            rows.append(r)
+            if not json_out:
+                click.echo(f"{n} streams ({r['chunk/left/right ms']} ms): lag p95 {r['lag_s']['p95']} s, worker "
+                           f"busy {r['worker_share']:.0%}", err=True)
+    if json_out:
+        click.echo(json.dumps(rows))
+        return
+    shown = [{"streams": r["streams"], "chunk/left/right ms": r["chunk/left/right ms"], "decoder": r["decoder"],
+              "windows/s": r["windows_per_s"], "of offered": r["offered_windows_per_s"],
+              "windows/batch": r["windows_per_batch"], "worker busy": r["worker_share"], "in model": r["model_share"],
+              "outside model": r["outside_share"], "lag s": r["lag_s"], "delay s": r["emission_delay_s"],
+              "dropped s": r["dropped_s"], "errors": r["errors"], "real time": "yes" if r["keeps_up"] else "NO"}
+             for r in rows]
+    print_rows(shown, f"bench --streams: {model.description}, {seconds:g} s of real-time audio per stream, max batch "
+               f"{max_batch}, max wait {max_wait_ms:g} ms (cells p50 / p95; busy = share of wall time)")
+    for r in rows:
+        if r["error_sample"]:
+            click.echo(f"{r['streams']} streams: first error: {r['error_sample']}", err=True)
 
 
 @main.command()

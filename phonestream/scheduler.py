@@ -108,7 +108,9 @@ class BatchScheduler:
         self.windows = 0
         self.largest_batch = 0
         self.skipped = 0  # silent windows decoded without the model
-        self.busy_s = 0.0
+        self.busy_s = 0.0  # in batches: silence checks and the forward passes
+        self.model_s = 0.0  # in the forward passes alone
+        self.worker_s = 0.0  # the worker doing anything (not waiting for audio)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -212,6 +214,7 @@ class BatchScheduler:
                     self._cond.wait(remaining)
                 if self._stop:
                     return
+                started = time.perf_counter()
                 jobs, self._jobs = list(self._jobs), collections.deque()
                 dirty = list(self._dirty.values())
                 self._dirty.clear()
@@ -250,6 +253,7 @@ class BatchScheduler:
                 with self._cond:
                     for s in deferred:
                         self._mark(s)
+            self.worker_s += time.perf_counter() - started
 
     def _collect(self, session: Session, capacity: int) -> list[Window]:
         """Up to ``capacity`` (> 0) of the session's ready windows; finishes the session when it is done."""
@@ -330,7 +334,11 @@ class BatchScheduler:
 
     def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
         """One ``log_probs_batch``, checked to give one output per window."""
-        outputs = list(self.model.log_probs_batch(audio))
+        t0 = time.perf_counter()
+        try:
+            outputs = list(self.model.log_probs_batch(audio))
+        finally:
+            self.model_s += time.perf_counter() - t0
         if len(outputs) != len(audio):
             raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(audio)} windows")
         return outputs
