@@ -197,7 +197,8 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:
     return {"windows": scheduler.windows + scheduler.skipped, "batches": scheduler.batches,
-            "model_s": scheduler.model_s, "worker_s": scheduler.worker_s}
+            "model_s": scheduler.model_s, "worker_s": scheduler.worker_s, "worker_cpu_s": scheduler.worker_cpu_s,
+            "process_cpu_s": time.process_time()}
 
 
 def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.ndarray, chunk_s: float,
@@ -240,6 +241,12 @@ def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.
         "windows_per_batch": round(during["windows"] / during["batches"], 1) if during["batches"] else None,
         "worker_share": round(worker, 3), "model_share": round(model_share, 3),
         "outside_share": round(worker - model_share, 3),
+        # CPU time per window, of the worker thread and of the whole process (worker, event loop, feeding):
+        # unlike the shares, not inflated when other programs share the cores
+        "worker_cpu_ms_per_window": round(1000 * during["worker_cpu_s"] / during["windows"], 3)
+        if during["windows"] else None,
+        "process_cpu_ms_per_window": round(1000 * during["process_cpu_s"] / during["windows"], 3)
+        if during["windows"] else None,
         "lag_s": lag, "emission_delay_s": stats(delays, 1, 3), "dropped_s": round(dropped, 3),
         "errors": len(errors), "error_sample": errors[0] if errors else None, "keeps_up": keeps_up,
     }

@@ -19,10 +19,9 @@ from .audio import AudioError, check_microphone, load_audio, microphone, paced, 
 from .console import EventPrinter, print_rows, print_summary
 from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
 from .engine import Recognizer, Stream
-from .events import Summary
 from .models import ModelError, load_model
-from .models.base import LATENCY_PRESETS
-from .numerics import numeric_setup, pin_blas_threads
+from .models.base import DTYPES, LATENCY_PRESETS
+from .numerics import pin_blas_threads
 from .phones import to_ipa
 from .streaming import ConfigError, StreamConfig
 
@@ -41,12 +40,14 @@ def model_options(func: Callable) -> Callable:
     """Options shared by every command that loads a model and streams.
 
     ``--latency`` is kept on the click context (:func:`_window` reads it) rather than passed on, so
-    commands take only the explicit window sizes that override the preset.
+    commands take only the explicit window sizes that override the preset; so is ``--dtype``
+    (:func:`_recognizer` reads it).
     """
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        click.get_current_context().meta["phonestream.latency"] = kwargs.pop("latency")
+        meta = click.get_current_context().meta
+        meta["phonestream.latency"], meta["phonestream.dtype"] = kwargs.pop("latency"), kwargs.pop("dtype")
         return func(*args, **kwargs)
 
     options = [
@@ -57,6 +58,9 @@ def model_options(func: Callable) -> Callable:
         click.option("--head-type", default="linear", type=click.Choice(["linear", "conv"]), show_default=True),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
         click.option("--threads", default=None, type=int, help="Torch CPU threads (default: torch's choice)."),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES),
+                     help="Precision of the model: auto is half precision on cuda (bfloat16 where the GPU has it, "
+                     "else float16; the default model int8 with float16), float32 on cpu (the default model int8)."),
         click.option("--chunk-ms", default=None, type=int, help="New audio per model step (default: the model's)."),
         click.option("--left-ms", default=None, type=int, help="Left context per step (default: the model's)."),
         click.option("--right-ms", default=None, type=int, help="Lookahead per step (default: the model's)."),
@@ -128,8 +132,9 @@ def decoder_options(func: Callable) -> Callable:
 def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                 warmup: bool = True, decoding: dict | None = None) -> Recognizer:
     pin_blas_threads()  # the head's results then do not depend on the machine's core count (numerics.py)
+    ctx = click.get_current_context(silent=True)
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
-                        threads=threads)
+                        threads=threads, dtype=ctx.meta.get("phonestream.dtype", "auto") if ctx else "auto")
     kwargs = {}
     if decoding:
         from .endpoint import EndpointConfig
@@ -147,10 +152,11 @@ def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_
 
 
 def _run_stream(recognizer: Recognizer, source: Iterable[np.ndarray], printer: EventPrinter,
-                keep_audio: bool, stream: Stream | None = None) -> None:
-    """Feed a source through a stream (a new one unless given), printing events; on error, finish what
-    was committed first."""
-    stream = stream or recognizer.stream(keep_audio=keep_audio)
+                compare_offline: bool, stream: Stream | None = None) -> None:
+    """Feed a source through a stream (a new one unless given), printing events, and end with the summary,
+    with the offline comparison if asked (the stream must keep its audio); on error, finish what was
+    committed first."""
+    stream = stream or recognizer.stream(keep_audio=compare_offline)
     try:
         for piece in source:
             for event in stream.accept(piece):
@@ -163,8 +169,13 @@ def _run_stream(recognizer: Recognizer, source: Iterable[np.ndarray], printer: E
         for event in stream.finish(offline=False)[:-1]:
             printer(event)
         _fail(str(err), printer)
-    for event in stream.finish():
+    for event in stream.finish(offline=compare_offline):
         printer(event)
+
+
+def _input_device(value: str | None) -> str | int | None:
+    """``--input-device``: a number is the device's index, anything else its name."""
+    return int(value) if value and value.isdigit() else value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -221,13 +232,13 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
     sr = recognizer.model.sample_rate
     if file == "-":
         source: Iterable[np.ndarray] = stdin_pcm(rate, pcm_format, sr, feed_ms)
-        keep = bool(compare_offline)
+        compare = bool(compare_offline)
     else:
         source = pieces(load_audio(file, sr), max(1, sr * feed_ms // 1000))
-        keep = compare_offline is not False
+        compare = compare_offline is not False
     if realtime:
         source = paced(source, sr)
-    _run_stream(recognizer, source, EventPrinter(json_lines, to_ipa if ipa else str, min_confidence), keep)
+    _run_stream(recognizer, source, EventPrinter(json_lines, to_ipa if ipa else str, min_confidence), compare)
 
 
 @main.command()
@@ -252,7 +263,7 @@ def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left
 
         expected = read_expected(text, text_file)
         expected_words(expected)  # a bad text fails before the model loads
-    dev = int(input_device) if input_device and input_device.isdigit() else input_device
+    dev = _input_device(input_device)
     check_microphone(dev)  # no sound device: say so before the (slow) model load
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
@@ -273,21 +284,13 @@ def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left
 def transcribe(file, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                json_lines, ipa, min_confidence, decoding) -> None:
     """Decode a whole FILE at once (the offline reference), same output format."""
-    import time
-
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              warmup=False, decoding=decoding)
-    sr = recognizer.model.sample_rate
-    audio = load_audio(file, sr)
+    phonemes, summary = recognizer.transcribe_timed(load_audio(file, recognizer.model.sample_rate))
     printer = EventPrinter(json_lines, to_ipa if ipa else str, min_confidence)
-    t0 = time.perf_counter()
-    phonemes = recognizer.transcribe(audio)
-    seconds = time.perf_counter() - t0
     for p in phonemes:
         printer(p)
-    printer(Summary({"model": recognizer.model.description, "mode": "offline", "audio_s": round(len(audio) / sr, 3),
-                     "compute_s": round(seconds, 3), "rtf": round(seconds / (len(audio) / sr), 4),
-                     "phonemes": len(phonemes), "phoneme_string": " ".join(p.phoneme for p in phonemes)}))
+    printer(summary)
 
 
 # The whole file is decoded at once: window sizes and endpointing do not apply, so --help leaves them out
@@ -321,7 +324,8 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
     from rich.progress import track
 
     from .baselines import BASELINES
-    from .evaluate import Where, evaluate, parse_decoders, read_manifest
+    from .evaluate import evaluate, parse_decoders
+    from .manifest import Where, read_manifest
 
     items, skipped = read_manifest(manifest, phones_column, limit, Where.parse(where_) if where_ else None)
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
@@ -332,14 +336,12 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
                       progress=None if json_out else lambda it: track(it, total=len(items), description="eval",
                                                                       console=_stderr()))
     result["skipped_no_phones"] = skipped
-    result["numerics"] = numeric_setup(recognizer.model)
-    cfg = recognizer.config
-    result["config"] = {"chunk_ms": cfg.chunk_ms, "left_ms": cfg.left_ms, "right_ms": cfg.right_ms}
     if json_out:
         click.echo(json.dumps(result))
         return
+    window = "/".join(str(result["config"][k]) for k in ("chunk_ms", "left_ms", "right_ms"))
     print_rows(result["systems"], f"{Path(manifest).name}: {result['utterances']} utterances, "
-               f"{result['audio_s']} s, fold={fold}, chunk/left/right={cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms} ms")
+               f"{result['audio_s']} s, fold={fold}, chunk/left/right={window} ms")
     click.echo(f"stream vs offline: edit distance {result['stream_vs_offline']['edit_distance']}, "
                f"ratio {result['stream_vs_offline']['ratio']}; skipped (no phones): {skipped}")
     _print_confidence(result["confidence"])
@@ -370,29 +372,16 @@ def lm() -> None:
 @_handles_errors
 def lm_build(output, texts, dictionary_words, dictionary, order, fold, excludes) -> None:
     """Build an ARPA phoneme LM (interpolated Kneser-Ney) into OUTPUT (.arpa or .arpa.gz)."""
-    from .lm import build_from_sources, normalise
+    from .lm import build_from_sources, excluded_sentences, read_sentences
 
-    sentences: list[str] = []
-    for t in texts:
-        sentences += [ln.strip() for ln in Path(t).read_text(encoding="utf-8", errors="replace").splitlines()
-                      if ln.strip()]
-    exclude: set[str] = set()
-    for m in excludes:
-        import csv
-
-        with open(m, encoding="utf-8", newline="") as f:
-            for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-                if row.get("text"):
-                    exclude.add(normalise(row["text"]))
+    exclude = excluded_sentences(excludes)
     if dictionary_words is None:
         dictionary_words = not texts
-    model, stats = build_from_sources(sentences, dictionary_words, order, dictionary, exclude, fold)
+    model, stats = build_from_sources(read_sentences(texts), dictionary_words, order, dictionary, exclude, fold)
     model.write_arpa(output)
-    counts = {}
-    for g in model.table:
-        counts[len(g)] = counts.get(len(g), 0) + 1
+    counts = model.ngram_counts()
     click.echo(f"phonestream: wrote {output}: order {order}, {len(model.symbols)} symbols, n-grams "
-               f"{', '.join(f'{k}:{v}' for k, v in sorted(counts.items()))}; sentences {stats['sentences']}, "
+               f"{', '.join(f'{k}:{v}' for k, v in counts.items())}; sentences {stats['sentences']}, "
                f"dictionary words {stats['dictionary_words']}, skipped (word not in dictionary) "
                f"{stats['missing_word']}, excluded {stats['excluded']}", err=True)
 
@@ -507,8 +496,10 @@ def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, ma
     shown = [{"streams": r["streams"], "chunk/left/right ms": r["chunk/left/right ms"], "decoder": r["decoder"],
               "windows/s": r["windows_per_s"], "of offered": r["offered_windows_per_s"],
               "windows/batch": r["windows_per_batch"], "worker busy": r["worker_share"], "in model": r["model_share"],
-              "outside model": r["outside_share"], "lag s": r["lag_s"], "delay s": r["emission_delay_s"],
-              "dropped s": r["dropped_s"], "errors": r["errors"], "real time": "yes" if r["keeps_up"] else "NO"}
+              "outside model": r["outside_share"], "worker cpu ms/window": r["worker_cpu_ms_per_window"],
+              "all cpu ms/window": r["process_cpu_ms_per_window"], "lag s": r["lag_s"],
+              "delay s": r["emission_delay_s"], "dropped s": r["dropped_s"], "errors": r["errors"],
+              "real time": "yes" if r["keeps_up"] else "NO"}
              for r in rows]
     print_rows(shown, f"bench --streams: {model.description}, {seconds:g} s of real-time audio per stream, max batch "
                f"{max_batch}, max wait {max_wait_ms:g} ms (cells p50 / p95; busy = share of wall time)")
@@ -604,36 +595,12 @@ def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, le
                                     max_window_ms, max_batch, max_wait_ms, max_connections, request_timeout_s)
     except ServerError as err:
         _fail(str(err))
-    if model == "random-base":
-        from .bench import random_base_model
-
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
-        loaded = random_base_model(device)
-        recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms))
-        loaded.warmup()
-    else:
-        recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms,
-                                 right_ms, decoding=decoding)
+    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
+                             decoding=decoding)
     app = App(recognizer, settings)
     click.echo(f"phonestream: serving {recognizer.model.description} on http://{host}:{port}/ "
                f"(WebSocket ws://{host}:{port}/ws)", err=True)
     uvicorn_server(app, log_level).run()
-
-
-def _stream_options(chunk_ms, left_ms, right_ms, options) -> dict:
-    out = {k: v for k, v in (("chunk_ms", chunk_ms), ("left_ms", left_ms), ("right_ms", right_ms)) if v is not None}
-    for item in options:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value  # a bare word is a string
-    return out
 
 
 @main.command()
@@ -653,13 +620,8 @@ def _stream_options(chunk_ms, left_ms, right_ms, options) -> dict:
 def client(file, mic, url, token, realtime, pcm_format, feed_ms, chunk_ms, left_ms, right_ms, options,
            input_device, json_lines, ipa, min_confidence) -> None:
     """Stream FILE (or --mic) to a phonestream server and print its events like the local CLI."""
-    import asyncio
-    import signal
-
     from . import client as net
 
-    if bool(file) == bool(mic):
-        _fail("give either FILE or --mic")
     printer = EventPrinter(json_lines, to_ipa if ipa else str, min_confidence)
 
     def show(event: dict) -> None:
@@ -669,21 +631,10 @@ def client(file, mic, url, token, realtime, pcm_format, feed_ms, chunk_ms, left_
         elif event.get("type") != "error" and json_lines:
             click.echo(json.dumps(event, ensure_ascii=False))
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        if mic:
-            from .audio import microphone
-
-            dev = int(input_device) if input_device and input_device.isdigit() else input_device
-            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-            make = lambda rate: net.threaded(microphone(rate, feed_ms, dev))  # noqa: E731
-        else:
-            make = net.file_source(file, feed_ms)
-        await net.stream_audio(url, make, fmt=pcm_format, realtime=realtime and not mic, token=token, on_event=show,
-                               stop=stop, options=_stream_options(chunk_ms, left_ms, right_ms, options))
-
     try:
-        asyncio.run(run())
+        net.stream_to_server(url, file or None, mic=mic, input_device=_input_device(input_device), feed_ms=feed_ms,
+                             fmt=pcm_format, realtime=realtime, token=token, on_event=show,
+                             options=net.stream_options(chunk_ms, left_ms, right_ms, options))
     except (net.ClientError, *USER_ERRORS) as err:
         _fail(str(err), printer)
 
@@ -718,7 +669,7 @@ def loadtest(url, streams_, seconds, file_, pcm_format, feed_ms, chunk_ms, left_
     try:
         counts = net.parse_streams(streams_)
         rows = net.loadtest(url, counts, seconds, file_ or net.SAMPLE, feed_ms, pcm_format,
-                            _stream_options(chunk_ms, left_ms, right_ms, ()), token,
+                            net.stream_options(chunk_ms, left_ms, right_ms), token,
                             on_row=None if json_out else lambda r: click.echo(
                                 f"{r['streams']} streams: lag p95 {r['lag_s']['p95']} s, dropped {r['dropped_s']} s, "
                                 f"errors {r['errors']}", err=True))
@@ -766,4 +717,4 @@ def _soak(net, url, streams_, minutes, seconds, file_, pcm_format, token, bad_pe
         click.echo(f"first good-stream error: {r['error_sample']}", err=True)
 
 
-from . import cli_check  # noqa: E402,F401  (registers `check` and `check-eval` on `main`)
+from . import cli_batch, cli_check  # noqa: E402,F401  (register batch, serve-ray, check, check-eval)

@@ -3,14 +3,19 @@
 Each live stream (a :class:`Session`) is fed audio by the event loop; the worker thread owns every
 :class:`~phonestream.engine.Stream` and is the only thread that touches one. Its loop, in order:
 
-1. take the sessions that received audio (or an end request) since the last round, push the audio
-   into their streams and collect the windows that became ready;
+1. take the sessions that received enough audio for a window (or an end request) since the last
+   round, push the audio into their streams and collect the windows that became ready (a session is
+   not looked at for every piece of audio it gets, only when its next window can be cut: pushing
+   20 ms pieces one by one cost the worker more than decoding);
 2. once any window is ready, wait at most ``max_wait_s`` for other streams' windows so they share the
    forward pass, and stop collecting at ``max_batch`` windows (the rest wait for the next round, so one
    stream sent as fast as possible cannot starve the live ones);
 3. run **one** ``model.log_probs_batch`` over all collected windows (it groups equal-length windows,
    which live streams with the same settings produce, into single forward passes);
-4. hand each stream its own outputs (``Stream.apply``) and post the events back to the event loop.
+4. hand each stream its own outputs (``Stream.apply``) and post the events back to the event loop:
+   the round's events of every stream go in **one** ``call_soon_threadsafe`` per event loop, as event
+   objects; the loop encodes them to JSON and fills the outboxes (a wake-up of the loop per event, and
+   the encoding, cost the worker as much as the rest of a window's work together).
 
 Inference therefore never runs on the event loop, and a slow batch only delays events, never drops
 audio: sessions report how much audio is still unprocessed so the server can stop reading a socket
@@ -49,7 +54,7 @@ class Close:
 
 @dataclass
 class Session:
-    """One stream as the scheduler sees it. Events are posted to ``outbox`` on ``loop`` as JSON text,
+    """One stream as the scheduler sees it. Events reach ``outbox`` on ``loop`` as JSON text, in order,
     ending with a :class:`Close`."""
 
     stream: Stream
@@ -60,23 +65,26 @@ class Session:
     processed: int = 0  # samples whose frames are final (worker side)
     # -- worker-side state -------------------------------------------------------------------------
     _audio: collections.deque = field(default_factory=collections.deque)
+    _queued: int = 0  # samples in _audio
+    _need: int = 0  # samples _audio must hold before the next window can be cut (0: look at every piece)
     _backlog: list[Window] = field(default_factory=list)
     _in_batch: bool = False
     _end: bool = False
     _closed: bool = False
     _progress: asyncio.Event | None = None
+    _out: list = field(default_factory=list)  # worker side: items for the outbox, sent at the end of the round
+    _moved: bool = False  # worker side: ``processed`` advanced this round
 
     @property
     def unprocessed(self) -> int:
         """Samples received but not yet through the model."""
         return self.received - self.processed
 
-    def post(self, item: Any) -> None:
-        """Hand an item to the event loop (thread-safe)."""
-        try:
-            self.loop.call_soon_threadsafe(self.outbox.put_nowait, item)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            pass
+    def _deliver(self, items: list) -> None:
+        """On the event loop: the worker's items into the outbox, events encoded to JSON."""
+        put = self.outbox.put_nowait
+        for item in items:
+            put(item if isinstance(item, (str, Close)) else to_json(item))
 
 
 class BatchScheduler:
@@ -101,6 +109,7 @@ class BatchScheduler:
         self._jobs: collections.deque = collections.deque()
         self._sessions: dict[int, Session] = {}
         self._next_id = 1
+        self._outgoing: dict[int, Session] = {}  # worker side: sessions with items or progress to send
         self._stop = False
         self._thread: threading.Thread | None = None
         # counters for /health and the load test
@@ -111,6 +120,7 @@ class BatchScheduler:
         self.busy_s = 0.0  # in batches: silence checks and the forward passes
         self.model_s = 0.0  # in the forward passes alone
         self.worker_s = 0.0  # the worker doing anything (not waiting for audio)
+        self.worker_cpu_s = 0.0  # CPU time of the worker thread
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -157,7 +167,9 @@ class BatchScheduler:
         with self._cond:
             session._audio.append(samples)
             session.received += len(samples)
-            self._mark(session)
+            session._queued += len(samples)
+            if session._queued >= session._need:
+                self._mark(session)
 
     def end(self, session: Session) -> None:
         """No more audio: decode the tail, then post the summary and ``Close(1000)``."""
@@ -213,8 +225,9 @@ class BatchScheduler:
                         break
                     self._cond.wait(remaining)
                 if self._stop:
+                    self._flush()
                     return
-                started = time.perf_counter()
+                started, started_cpu = time.perf_counter(), time.thread_time()
                 jobs, self._jobs = list(self._jobs), collections.deque()
                 dirty = list(self._dirty.values())
                 self._dirty.clear()
@@ -222,9 +235,11 @@ class BatchScheduler:
                 taken = [(s, list(s._audio)) for s in dirty]
                 for s in dirty:
                     s._audio.clear()
+                    s._queued = 0
             for func, loop, future in jobs:
                 self._run_job(func, loop, future)
             deferred = []
+            waiting = []  # sessions that need more audio for their next window
             for session, audio in taken:
                 if session._closed:
                     continue
@@ -243,17 +258,27 @@ class BatchScheduler:
                 if taken_windows:
                     batch.append((session, taken_windows))
                     size += len(taken_windows)
+                elif not session._end and not session._closed:
+                    waiting.append(session)
             if size and deadline is None:
                 deadline = time.monotonic() + self.max_wait_s
             if size and (size >= self.max_batch or time.monotonic() >= deadline):  # type: ignore[operator]
                 self._execute(batch, size)
                 deferred.extend(s for s, _ in batch)
                 batch, size, deadline = [], 0, None
-            if deferred:
+            if deferred or waiting:
                 with self._cond:
                     for s in deferred:
                         self._mark(s)
+                    for s in waiting:
+                        streamer = s.stream.streamer
+                        s._need = streamer.next_frame * streamer.stride + streamer.chunk + streamer.right - \
+                            streamer.received
+                        if s._queued >= s._need:  # it came while the worker was busy
+                            self._mark(s)
+            self._flush()
             self.worker_s += time.perf_counter() - started
+            self.worker_cpu_s += time.thread_time() - started_cpu
 
     def _collect(self, session: Session, capacity: int) -> list[Window]:
         """Up to ``capacity`` (> 0) of the session's ready windows; finishes the session when it is done."""
@@ -327,10 +352,9 @@ class BatchScheduler:
                 continue
             streamer = session.stream.streamer
             session.processed = min(session.received, streamer.next_frame * streamer.stride)
-            for event in events:
-                session.post(to_json(event))
-            if session._progress is not None:
-                session.loop.call_soon_threadsafe(session._progress.set)
+            session._out += events
+            session._moved = True
+            self._outgoing[session.id] = session
 
     def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
         """One ``log_probs_batch``, checked to give one output per window."""
@@ -343,13 +367,32 @@ class BatchScheduler:
             raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(audio)} windows")
         return outputs
 
+    def _post(self, session: Session, *items: Any) -> None:
+        """Queue items for the session's outbox; they leave with the round's other events (:meth:`_flush`)."""
+        session._out += items
+        self._outgoing[session.id] = session
+
+    def _flush(self) -> None:
+        """Send the round's items: one ``call_soon_threadsafe`` per event loop, in the order the sessions
+        got them (each session's own items keep their order)."""
+        if not self._outgoing:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Session, list, bool]]] = {}
+        for session in self._outgoing.values():
+            by_loop.setdefault(session.loop, []).append((session, session._out, session._moved))
+            session._out, session._moved = [], False
+        self._outgoing = {}
+        for loop, parcels in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver_all, parcels)
+            except RuntimeError:  # the loop is closed: nobody is listening any more
+                pass
+
     def _finish(self, session: Session) -> None:
         """Every window is applied: the engine's own last events (``Stream.conclude``: the open phoneme,
         the end-of-stream endpoint, the summary), then ``Close(1000)``."""
         session.processed = session.received
-        for event in session.stream.conclude(offline=False):
-            session.post(to_json(event))
-        session.post(Close(1000))
+        self._post(session, *session.stream.conclude(offline=False), Close(1000))
         self.close(session)
 
     def _fail(self, session: Session, message: str, log: bool = False) -> None:
@@ -357,8 +400,7 @@ class BatchScheduler:
         handled (the client gets only ``message``, never Python internals)."""
         if log:
             _log.error("stream %d: %s", session.id, message, exc_info=True)
-        session.post(error_json(message))
-        session.post(Close(1011, "internal error"))
+        self._post(session, error_json(message), Close(1011, "internal error"))
         self.close(session)
 
     @staticmethod
@@ -375,6 +417,15 @@ class BatchScheduler:
             loop.call_soon_threadsafe(settle, ok, result)
         except RuntimeError:
             pass
+
+
+def _deliver_all(parcels: list[tuple[Session, list, bool]]) -> None:
+    """On the event loop: one round's items for each session, and a wake-up for those that progressed."""
+    for session, items, moved in parcels:
+        if items:
+            session._deliver(items)
+        if moved and session._progress is not None:
+            session._progress.set()
 
 
 def error_json(message: str) -> str:

@@ -117,6 +117,7 @@ class Streamer:
         self.stride = model.frame_stride
         self._buf = np.zeros(0, np.float32)
         self._buf_start = 0  # global sample index of _buf[0]
+        self._pieces: list[np.ndarray] = []  # pushed after _buf, joined to it when windows are cut
         self.received = 0  # samples pushed so far
         self.next_frame = 0  # first frame not yet final
         self._pending = 0  # windows handed out and not yet stitched
@@ -127,7 +128,9 @@ class Streamer:
         if self._finished:
             raise RuntimeError("stream already finished")
         if len(samples):
-            self._buf = np.concatenate([self._buf, np.asarray(samples, np.float32)])
+            # kept apart until the next window is cut: joining every 20 ms piece to the buffer copied the
+            # whole buffer each time
+            self._pieces.append(np.asarray(samples, np.float32))
             self.received += len(samples)
 
     def finish(self) -> None:
@@ -142,6 +145,10 @@ class Streamer:
         """
         if self._pending:
             raise RuntimeError("stitch the previous windows before asking for more")
+        ready = self.received >= self.next_frame * self.stride + self.chunk + self.right
+        if self._pieces and (ready or self._finished):
+            self._buf = np.concatenate([self._buf, *self._pieces])  # a window can be cut: it needs them
+            self._pieces = []
         windows = []
         frame = self.next_frame
         total = self.model.num_frames(self.received) if self._finished else None
@@ -176,7 +183,9 @@ class Streamer:
         self.next_frame = window.keep_to
         keep_from = max(0, self.next_frame * self.stride - self.left)
         if keep_from > self._buf_start:
-            self._buf = self._buf[keep_from - self._buf_start :].copy()
+            # a view, not a copy (that was quadratic in a stream's backlog); the spent audio is freed
+            # when the next window is cut and the buffer joined anew
+            self._buf = self._buf[keep_from - self._buf_start :]
             self._buf_start = keep_from
         return FrameBlock(window.keep_from, log_probs[a:b], log_probs[b:], window.received, window.last)
 
