@@ -39,7 +39,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
 from .bench import rss_mb
 from .engine import Recognizer, Stream
-from .models.base import CTCModel
+from .models.base import CTCModel, warmup_batch_sizes
 from .protocol import ConfigInvalid, parse_config
 from .scheduler import BatchScheduler, Close, Session, error_json
 from .streaming import ConfigError, StreamConfig
@@ -174,6 +174,7 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app):
+        await asyncio.to_thread(self.warm_up)  # before the first client, so no stream pays for it
         self.scheduler.start()
         try:
             yield
@@ -182,6 +183,16 @@ class App:
 
     async def __call__(self, scope, receive, send) -> None:
         await self.asgi(scope, receive, send)
+
+    def warm_up(self) -> None:
+        """Run the model once per batch size the scheduler will form (on a GPU, powers of two up to
+        ``max_batch``: :func:`~phonestream.models.base.warmup_batch_sizes`) on the default window."""
+        t0 = time.perf_counter()
+        chunk, left, right = self.default.samples(self.model)
+        sizes = warmup_batch_sizes(self.settings.max_batch, self.model.device)
+        self.model.warmup(sizes, left + chunk + right)
+        log.info("warmed up the model (%s, %s) for batches of %s windows in %.1f s", self.model.device,
+                 self.model.precision, ",".join(map(str, sizes)), time.perf_counter() - t0)
 
     # -- access --------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
-from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, has_torch, require_hf
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, check_dtype, has_torch, require_hf
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 
@@ -31,6 +31,7 @@ def load_model(
     head_type: str = "linear",
     device: str = "cpu",
     threads: int | None = None,
+    dtype: str = "auto",
 ) -> CTCModel:
     """Load a CTC phoneme model.
 
@@ -43,10 +44,16 @@ def load_model(
         head_type: ``linear`` or ``conv`` when building a head on the fly.
         device: ``cpu`` or ``cuda``.
         threads: torch intra-op threads (None keeps torch's default).
+        dtype: the precision the model computes in, one of :data:`.base.DTYPES`: ``auto`` is half precision on
+            CUDA (bfloat16 where the GPU has it, else float16; the default model's encoder int8 weights with
+            float16 activations) and the backend's own on the CPU (float32; the default model's int8).
+            Heads and log-softmax run in float32 and posteriors come back as float32 whatever it is.
 
     Raises:
-        ModelError: with a one-line reason (missing folder, no CTC head, vocabulary mismatch...).
+        ModelError: with a one-line reason (missing folder, no CTC head, vocabulary mismatch, a dtype the
+            device cannot do...).
     """
+    check_dtype(dtype)
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ModelError(f"unknown device {device!r}; use cpu or cuda")
     if device.startswith("cuda") and not _cuda_available():
@@ -64,17 +71,17 @@ def load_model(
         if backbone is None or vocab is None:
             raise ModelError("the backbone set-up needs both --backbone and --vocab")
         symbols = read_vocab_file(vocab)  # before the (slow) backbone, so a bad file fails fast
-        return assemble(load_backbone(str(backbone), device), symbols, {"type": head_type}, head)
+        return assemble(load_backbone(str(backbone), device, dtype=dtype), symbols, {"type": head_type}, head)
     if name is None:
         if not (DEFAULT_MODEL_DIR / "phonestream.json").exists():
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
-        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device), DEFAULT_MODEL_DIR)
+        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype), DEFAULT_MODEL_DIR)
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
     if path.is_dir() and (path / "phonestream.json").exists():
-        return _with_source(load_backbone_model(path, device), path)
+        return _with_source(load_backbone_model(path, device, dtype), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
     if not path.exists() and looks_like_a_path(str(name)):
@@ -83,7 +90,7 @@ def load_model(
     _quiet_transformers()
     from .hf import load_hf_ctc
 
-    return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device),
+    return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device, dtype),
                         path if path.is_dir() else None)
 
 

@@ -34,18 +34,20 @@ HF_ENCODER_KEY = "hf-encoder"
 class HFEncoderBackbone(Backbone):
     """A Hugging Face audio encoder (Wav2Vec2Model, HubertModel, WavLMModel, ...), last hidden state."""
 
-    def __init__(self, path: str, device: str = "cpu") -> None:
+    def __init__(self, path: str, device: str = "cpu", dtype: str = "auto") -> None:
         require_hf(f"the Hugging Face encoder {path}")
         from transformers import AutoConfig, AutoModel
 
-        from .hf import conv_geometry, conv_num_frames, feature_settings, normalise_window
+        from .hf import conv_geometry, conv_num_frames, feature_settings, normalise_window, torch_dtype
 
+        self.dtype = torch_dtype(dtype, device)
         try:
             cfg = AutoConfig.from_pretrained(path)
-            self.model = AutoModel.from_pretrained(path).eval().to(device)
+            self.model = AutoModel.from_pretrained(path).eval().to(device=device, dtype=self.dtype)
         except Exception as err:  # config/weights errors come in many types
             raise ModelError(f"cannot load encoder {path!r}: {str(err).splitlines()[0]}") from None
         self.path, self.device = str(path), device
+        self.precision = str(self.dtype).removeprefix("torch.")
         self._kernels, self._strides = conv_geometry(cfg)
         self._conv_num_frames, self._normalise = conv_num_frames, normalise_window
         self.frame_stride = int(np.prod(self._strides))
@@ -67,8 +69,8 @@ class HFEncoderBackbone(Backbone):
                     continue
                 if self.do_normalize:
                     w = self._normalise(w)
-                x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None].to(self.device)
-                out.append(self.model(x).last_hidden_state[0].float().cpu().numpy())
+                x = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))[None].to(self.device, self.dtype)
+                out.append(self.model(x).last_hidden_state[0].float().cpu().numpy())  # the head runs in float32
         return out
 
     def config(self) -> dict[str, Any]:
@@ -96,6 +98,7 @@ class BackboneCTCModel(CTCModel):
         self.vocab = vocab
         self.sample_rate = backbone.sample_rate
         self.frame_stride = backbone.frame_stride
+        self.device, self.precision = backbone.device, backbone.precision
         self.max_window_s = backbone.max_window_s
         self.streaming_defaults = streaming_defaults or StreamingDefaults()
         self.description = f"{backbone.description} + {head.kind} CTC head ({head.num_parameters / 1e6:.2f}M)"
@@ -155,8 +158,10 @@ def save_vocab_file(path: str | Path, vocab: Vocabulary) -> None:
     Path(path).write_text("".join(s + "\n" for s in vocab.symbols), encoding="utf-8")
 
 
-def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None) -> Backbone:
-    """A backbone from its config dict, or from a path / registered name given as a string."""
+def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None,
+                  dtype: str = "auto") -> Backbone:
+    """A backbone from its config dict, or from a path / registered name given as a string, to run in
+    ``dtype`` (:data:`~phonestream.models.base.DTYPES`)."""
     if isinstance(spec, str):
         spec = {"type": WHISPER_KEY} if spec == WHISPER_KEY else {"type": HF_ENCODER_KEY, "path": spec}
     kind = spec.get("type")
@@ -164,14 +169,15 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
         path = Path(spec["path"])
         if not path.is_absolute() and base is not None and (base / path).exists():
             path = base / path
-        return HFEncoderBackbone(str(path), device)
+        return HFEncoderBackbone(str(path), device, dtype)
     if kind == WHISPER_KEY:
-        return WhisperBackbone(**{k: v for k, v in spec.items() if k != "type"}, device=device)
+        return WhisperBackbone(**{k: v for k, v in spec.items() if k != "type"}, device=device, dtype=dtype)
     raise ModelError(f"unknown backbone type {kind!r}")
 
 
-def load_backbone_model(folder: str | Path, device: str = "cpu") -> BackboneCTCModel:
-    """Load the folder form written by :meth:`BackboneCTCModel.save`."""
+def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "auto") -> BackboneCTCModel:
+    """Load the folder form written by :meth:`BackboneCTCModel.save`, its backbone to run in ``dtype``
+    (the head always runs in float32)."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / "phonestream.json").read_text())
@@ -180,7 +186,7 @@ def load_backbone_model(folder: str | Path, device: str = "cpu") -> BackboneCTCM
     if meta.get("format") != FORMAT:
         raise ModelError(f"{folder} is not a {FORMAT} folder")
     vocab = read_vocab_file(folder / meta.get("vocab", "vocab.txt"))
-    backbone = load_backbone(meta["backbone"], device, base=folder)
+    backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype)
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")
     return assemble(backbone, vocab, head_spec, folder / weights if weights else None,

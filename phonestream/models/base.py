@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,38 @@ class ModelError(ValueError):
 
 #: The optional extra that brings PyTorch and transformers (Hugging Face checkpoints and encoders).
 HF_EXTRA = "pip install 'phonestream[hf]'"
+
+
+#: ``--dtype`` values, the precision a model computes in. ``auto`` is half precision on a CUDA GPU and each
+#: backend's CPU precision otherwise (float32 for PyTorch, int8 for the default model's CTranslate2 encoder).
+#: Whatever the precision, posteriors come back as float32 and heads and log-softmax run in float32.
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is one of :data:`DTYPES`.
+
+    Raises:
+        ModelError: any other value (one line, listing the choices).
+    """
+    if dtype not in DTYPES:
+        raise ModelError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return dtype
+
+
+def warmup_batch_sizes(max_batch: int, device: str) -> list[int]:
+    """Batch sizes to warm a model up for before serving batches of up to ``max_batch`` windows.
+
+    On a GPU, every power of two below ``max_batch`` and ``max_batch`` itself: each new shape pays for
+    kernel selection, and the largest for growing the memory pool, so the first real batches of a busy
+    server would otherwise be the slowest. On a CPU a new shape costs nothing noticeable: one window.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max batch must be at least 1, got {max_batch}")
+    if not device.startswith("cuda"):
+        return [1]
+    sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
+    return sizes + [max_batch]
 
 
 def has_torch() -> bool:
@@ -131,6 +164,10 @@ class CTCModel(ABC):
     streaming_defaults: StreamingDefaults = StreamingDefaults()
     #: A short human-readable description (architecture, size) shown in summaries.
     description: str = ""
+    #: Where the model runs (``cpu``, ``cuda``, ``cuda:1``) and the precision it computes in there
+    #: (``float32``, ``bfloat16``, ``float16``; ``int8``, ``int8_float16``... for CTranslate2).
+    device: str = "cpu"
+    precision: str = "float32"
     #: The folder the model was loaded from (None: built in memory or fetched from the hub); files
     #: beside it go with it, such as the phoneme LM ``lm.arpa*`` that ``lm="auto"`` finds.
     source_dir: Path | None = None
@@ -151,9 +188,17 @@ class CTCModel(ABC):
         """Log posteriors ``[T, V]`` for one window."""
         return self.log_probs_batch([window])[0]
 
-    def warmup(self) -> None:
-        """Run one short pass so the first real chunk does not pay for lazy initialisation."""
-        self.log_probs(np.zeros(self.sample_rate, dtype=np.float32))
+    def warmup(self, batch_sizes: Iterable[int] = (1,), window: int | None = None) -> None:
+        """Run a pass per batch size on windows of ``window`` samples (default one second), so the first
+        real chunks do not pay for lazy initialisation, kernel selection or memory allocation.
+
+        A server warms up for the batches its scheduler will form (:func:`warmup_batch_sizes`) with its
+        streams' window length. The model keeps no state between passes: results are unchanged.
+        """
+        n = window or self.sample_rate
+        audio = (0.01 * np.random.default_rng(0).standard_normal(n)).astype(np.float32)  # quiet noise
+        for size in batch_sizes:
+            self.log_probs_batch([audio] * int(size))
 
 
 class Backbone(ABC):
@@ -167,6 +212,8 @@ class Backbone(ABC):
     dim: int
     max_window_s: float | None = None
     description: str = ""
+    device: str = "cpu"
+    precision: str = "float32"
 
     @abstractmethod
     def num_frames(self, n_samples: int) -> int:

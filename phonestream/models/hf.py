@@ -16,10 +16,38 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary
+from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, check_dtype
 
 # Tokens that tokenizers add which are never phonemes; decoders treat them as blank.
 _NON_PHONEME_TOKENS = {"<s>", "</s>", "<unk>", "[UNK]", "[PAD]", "<pad>", "|", " "}
+
+
+def torch_dtype(dtype: str, device: str) -> torch.dtype:
+    """The torch dtype that ``--dtype`` means on ``device``.
+
+    ``auto`` is bfloat16 on a CUDA GPU that has it (its range is float32's, so no layer overflows), float16
+    on an older GPU, and float32 on the CPU, where half precision is slower.
+
+    Raises:
+        ModelError: an unknown name, or bfloat16 asked for on a GPU without it.
+    """
+    check_dtype(dtype)
+    on_gpu = device.startswith("cuda")
+    if dtype == "auto":
+        if not on_gpu:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if dtype == "bfloat16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ModelError(f"--dtype bfloat16 is not supported by this GPU ({torch.cuda.get_device_name(device)}); "
+                         "use float16")
+    return getattr(torch, dtype)
+
+
+def keep_float32(module: torch.nn.Module) -> None:
+    """Run ``module`` (a CTC head) in float32 whatever precision the rest of its model runs in: its
+    weights become float32 and its input is cast up, so logits and log-softmax are computed in float32."""
+    module.float()
+    module.register_forward_pre_hook(lambda _m, args: tuple(a.float() for a in args))
 
 
 def conv_geometry(config) -> tuple[list[int], list[int]]:
@@ -117,11 +145,17 @@ def count_text(n: int) -> str:
 
 
 class HFCTCModel(CTCModel):
-    """A transformers ``*ForCTC`` model run with inference mode on CPU or CUDA."""
+    """A transformers ``*ForCTC`` model run with inference mode on CPU or CUDA, in the precision ``dtype``
+    (:func:`torch_dtype`) except its CTC head, which runs in float32."""
 
-    def __init__(self, model, vocab: Vocabulary, sample_rate: int, do_normalize: bool, device: str) -> None:
-        self.model = model.eval().to(device)
+    def __init__(self, model, vocab: Vocabulary, sample_rate: int, do_normalize: bool, device: str,
+                 dtype: str = "auto") -> None:
+        self.dtype = torch_dtype(dtype, device)
+        self.model = model.eval().to(device=device, dtype=self.dtype)
+        if self.dtype != torch.float32:
+            keep_float32(model.lm_head)
         self.device = device
+        self.precision = str(self.dtype).removeprefix("torch.")
         self.vocab = vocab
         self.sample_rate = sample_rate
         self.do_normalize = do_normalize
@@ -151,22 +185,26 @@ class HFCTCModel(CTCModel):
                     for i in idx:
                         out[i] = np.zeros((0, len(self.vocab)), np.float32)
                     continue
-                batch = torch.from_numpy(np.stack([self._prepare(windows[i]) for i in idx])).to(self.device)
-                logits = self.model(batch).logits.float()
+                batch = torch.from_numpy(np.stack([self._prepare(windows[i]) for i in idx]))
+                # normalised in float32 on the host, then cast: half precision starts at the model's input
+                logits = self.model(batch.to(self.device, self.dtype)).logits.float()
                 logp = torch.log_softmax(logits, dim=-1).cpu().numpy()
                 for row, i in enumerate(idx):
                     out[i] = logp[row]
         return out  # type: ignore[return-value]
 
 
-def load_hf_ctc(name: str, device: str = "cpu") -> HFCTCModel:
-    """Load a CTC checkpoint from a local folder or a Hugging Face hub id.
+def load_hf_ctc(name: str, device: str = "cpu", dtype: str = "auto") -> HFCTCModel:
+    """Load a CTC checkpoint from a local folder or a Hugging Face hub id, to run in ``dtype``
+    (:func:`torch_dtype`).
 
     Raises:
-        ModelError: no such folder/id, no CTC head, or a vocabulary that does not match the head.
+        ModelError: no such folder/id, no CTC head, a vocabulary that does not match the head, or a dtype
+            the device cannot do.
     """
     from transformers import AutoConfig, AutoModelForCTC
 
+    torch_dtype(dtype, device)  # a dtype the device cannot do fails before the (slow) download and load
     local = Path(name)
     if local.exists():
         folder = local
@@ -198,4 +236,4 @@ def load_hf_ctc(name: str, device: str = "cpu") -> HFCTCModel:
     if len(vocab) != head_size:
         raise ModelError(f"vocabulary of {name} has {len(vocab)} symbols but the CTC head has {head_size} outputs")
     sample_rate, do_normalize = feature_settings(folder)
-    return HFCTCModel(model, vocab, sample_rate, do_normalize, device)
+    return HFCTCModel(model, vocab, sample_rate, do_normalize, device, dtype)

