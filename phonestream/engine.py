@@ -124,7 +124,7 @@ class Recognizer:
                decoder: str | None = None, beam: int | None = None, lm: str | Path | None = None,
                lm_weight: float | None = None, insertion_bonus: float | None = None,
                endpoint: bool | EndpointConfig | None = None) -> "Stream":
-        """A new live stream. ``keep_audio`` lets its summary include the offline comparison; the
+        """A new live stream. ``keep_audio`` keeps the audio for :meth:`Stream.compare_offline`; the
         decoder and endpoint options (None: the recognizer's) apply to this stream only."""
         cfg = self.decoder_config(decoder, beam, lm, lm_weight, insertion_bonus)
         return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials,
@@ -156,6 +156,19 @@ class Recognizer:
         with this recognizer's decoder unless ``decoder_config`` says otherwise."""
         log_probs = self.offline_log_probs(audio)
         return decode_offline(log_probs, self.make_decoder(decoder_config), len(audio), self.model.sample_rate)
+
+    def transcribe_timed(self, audio: np.ndarray) -> tuple[list[Phoneme], Summary]:
+        """:meth:`transcribe` and its :class:`Summary`: ``mode`` offline, audio and compute seconds, real-time
+        factor, phoneme count and string (what ``phonestream transcribe`` prints)."""
+        sr = self.model.sample_rate
+        t0 = time.perf_counter()
+        phonemes = self.transcribe(audio)
+        seconds = time.perf_counter() - t0
+        audio_s = len(audio) / sr
+        rtf = round(seconds / audio_s, 4) if audio_s else None
+        return phonemes, Summary({"model": self.model.description, "mode": "offline", "audio_s": round(audio_s, 3),
+                                  "compute_s": round(seconds, 3), "rtf": rtf, "phonemes": len(phonemes),
+                                  "phoneme_string": " ".join(p.phoneme for p in phonemes)})
 
     def offline_log_probs(self, audio: np.ndarray) -> np.ndarray:
         """Posteriors of a whole signal: one pass, or long strided chunks beyond ``OFFLINE_MAX_S``."""
@@ -307,9 +320,9 @@ class Stream:
                 outputs[i] = out
         return self.apply(windows, outputs, time.perf_counter() - t0)  # type: ignore[arg-type]
 
-    def finish(self, offline: bool | None = None) -> list[Event]:
-        """End of audio: decode the rest, then a :class:`Summary` (with the offline comparison if the
-        audio was kept, or ``offline`` is True).
+    def finish(self, offline: bool = False) -> list[Event]:
+        """End of audio: decode the rest, then a :class:`Summary`; ``offline=True`` adds
+        :meth:`compare_offline` to it (the stream must keep its audio).
 
         A caller that batches model calls does the same in three steps: :meth:`end_input`, then
         ``ready_windows`` / model / ``apply`` until no window is left, then :meth:`conclude`.
@@ -325,20 +338,25 @@ class Stream:
         self.finished = True
         self.streamer.finish()
 
-    def conclude(self, offline: bool | None = None) -> list[Event]:
+    def conclude(self, offline: bool = False) -> list[Event]:
         """The last events once every window is applied: the decoder's open phoneme and the end-of-stream
         endpoint when no window was marked last (every frame was already final, as when the audio ends on
-        a chunk boundary without lookahead), then the :class:`Summary`."""
+        a chunk boundary without lookahead), then the :class:`Summary` (with :meth:`compare_offline` if
+        ``offline``)."""
         events: list[Event] = []
         if not self._ended:
             vocab = self.recognizer.model.vocab
             empty = np.zeros((0, len(vocab)), np.float32)
             events += self.decode([FrameBlock(self.streamer.next_frame, empty, empty, self.streamer.received, True)],
                                   0.0)
-        events.append(Summary(self.summary(offline=self._audio is not None if offline is None else offline)))
+        metrics = self.summary()
+        if offline:
+            metrics.update(self.compare_offline())
+        events.append(Summary(metrics))
         return events
 
-    def summary(self, offline: bool = False) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
+        """The stream's figures so far: model, window, speed, delays, decoder, utterances (no decoding)."""
         model, cfg = self.recognizer.model, self.recognizer.config
         out: dict[str, Any] = {
             "model": model.description,
@@ -357,12 +375,22 @@ class Stream:
             out["check"] = self.checker.summary()
         if self.endpointer is not None:
             out["utterances"] = self.endpointer.utterance
-        if offline and self._audio is not None:
-            audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
-            t0 = time.perf_counter()
-            ref = [p.phoneme for p in self.recognizer.transcribe(audio, self.decoder_config)]
-            seconds = time.perf_counter() - t0
-            out["offline_rtf"] = round(seconds / (len(audio) / model.sample_rate), 4) if len(audio) else None
-            out["offline_string"] = " ".join(ref)
-            out["stream_vs_offline"] = compare(self.stats.phonemes, ref)
         return out
+
+    def compare_offline(self) -> dict[str, Any]:
+        """Decode the kept audio all at once with this stream's decoder and compare it with what was
+        streamed: ``offline_rtf``, ``offline_string`` and ``stream_vs_offline`` (edit distance and ratio,
+        :func:`~phonestream.metrics.compare`). A whole second transcription: callers ask for it.
+
+        Raises:
+            ValueError: the stream was made without ``keep_audio``.
+        """
+        if self._audio is None:
+            raise ValueError("the offline comparison needs the stream's audio: make it with keep_audio=True")
+        sr = self.recognizer.model.sample_rate
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        t0 = time.perf_counter()
+        ref = [p.phoneme for p in self.recognizer.transcribe(audio, self.decoder_config)]
+        seconds = time.perf_counter() - t0
+        return {"offline_rtf": round(seconds / (len(audio) / sr), 4) if len(audio) else None,
+                "offline_string": " ".join(ref), "stream_vs_offline": compare(self.stats.phonemes, ref)}

@@ -1,6 +1,7 @@
 """Incremental greedy CTC and the commit rule."""
 
 import numpy as np
+import pytest
 
 from phonestream.decoding import GreedyDecoder, greedy_decode
 from phonestream.engine import Recognizer
@@ -77,7 +78,7 @@ def stream_events(model, audio, config, piece, recorder=None):
     events = []
     for i in range(0, len(audio), piece):
         events += stream.accept(audio[i : i + piece])
-    events += stream.finish()
+    events += stream.finish(offline=True)
     return events
 
 
@@ -109,3 +110,19 @@ def test_full_context_stream_matches_offline_decode(tiny_model, speechlike):
     summary = events[-1].metrics
     assert summary["stream_vs_offline"]["edit_distance"] == 0
     assert summary["phoneme_string"] == summary["offline_string"]
+
+
+def test_offline_comparison_runs_only_when_asked(tiny_model, speechlike):
+    """The summary never decodes the audio a second time on its own: only ``finish(offline=True)`` (or
+    ``compare_offline()``) does, and only on a stream that kept its audio."""
+    rec = Recognizer(tiny_model, StreamConfig(160, 320, 160))
+    kept = rec.stream(keep_audio=True)
+    kept.accept(speechlike)
+    summary = kept.finish()[-1].metrics
+    assert "phoneme_string" in summary and not {"offline_string", "stream_vs_offline"} & set(summary)
+    comparison = kept.compare_offline()
+    assert set(comparison) == {"offline_rtf", "offline_string", "stream_vs_offline"}
+    not_kept = rec.stream()
+    not_kept.accept(speechlike)
+    with pytest.raises(ValueError, match="keep_audio"):
+        not_kept.finish(offline=True)

@@ -123,7 +123,7 @@ def test_default_recognizer_uses_the_shipped_lm_and_hears_the_sample(model, samp
     events = []
     for start in range(0, len(sample), 320):
         events += stream.accept(sample[start : start + 320])
-    events += stream.finish()
+    events += stream.finish(offline=True)
     summary = events[-1].metrics
     assert "LM lm.arpa" in summary["decoder"]
     hyp = [e.phoneme for e in events if isinstance(e, Phoneme)]
