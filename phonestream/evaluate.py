@@ -1,8 +1,8 @@
 """Evaluation on a labelled manifest: phone error rate streaming and offline, agreement and latency.
 
-A manifest is a TSV with a header, an audio column (``audio`` or ``wav``, paths relative to the
-manifest) and a phones column (space-separated symbols, ``phones`` unless told otherwise). Rows with an
-empty phones cell are skipped (a dictionary may lack a word) and counted.
+The manifest (:mod:`phonestream.manifest`) has an audio column and a phones column (space-separated
+symbols, ``phones`` unless told otherwise). Rows with an empty phones cell are skipped (a dictionary may
+lack a word) and counted.
 
 Several decoders (greedy, beam, beam with LM) are compared on the same model output: the model runs once
 per file, its stitched blocks are recorded, and each other decoder replays them. A decoder's streaming
@@ -12,8 +12,6 @@ or wrong against the reference (:mod:`phonestream.confidence`) to score its conf
 
 from __future__ import annotations
 
-import csv
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,89 +24,10 @@ from .audio import AudioError, load_audio, pieces
 from .confidence import mark_correct, summarise
 from .decoding import DecoderConfig, decode_offline
 from .engine import Recognizer, Stream
+from .manifest import Item, ManifestError, Where, read_manifest
 from .metrics import EditCounts, edit_counts, stats
+from .numerics import numeric_setup
 from .phones import FOLDINGS
-
-
-class ManifestError(ValueError):
-    """A manifest that cannot be used (one-line message for the user)."""
-
-
-@dataclass(frozen=True)
-class Where:
-    """A row filter ``COLUMN=REGEX``: keeps rows whose ``COLUMN`` matches ``REGEX`` (``re.search``)."""
-
-    column: str
-    regex: re.Pattern
-
-    @classmethod
-    def parse(cls, text: str) -> Where:
-        """``"id=_[0-4]$"`` -> ``Where("id", re.compile("_[0-4]$"))``.
-
-        Raises:
-            ManifestError: no ``=``, no column name, or a regular expression that does not compile.
-        """
-        column, sep, pattern = text.partition("=")
-        if not sep or not column.strip():
-            raise ManifestError(f"--where takes COLUMN=REGEX (e.g. id='_[0-4]$'), got {text!r}")
-        try:
-            regex = re.compile(pattern)
-        except re.error as err:
-            raise ManifestError(f"--where {text!r}: bad regular expression: {err}") from None
-        return cls(column.strip(), regex)
-
-    def __call__(self, row: dict[str, str]) -> bool:
-        return bool(self.regex.search(row.get(self.column) or ""))
-
-
-@dataclass(frozen=True)
-class Item:
-    """One labelled row of a manifest: ``fields`` holds every cell of the row, by column."""
-
-    id: str
-    audio: Path
-    phones: list[str]
-    fields: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-
-def read_manifest(path: str | Path, phones_column: str = "phones", limit: int | None = None,
-                  where: Callable[[dict[str, str]], bool] | None = None) -> tuple[list[Item], int]:
-    """Items of a manifest and how many rows were skipped for having no phones.
-
-    Raises:
-        ManifestError: missing file, no header, or no audio / phones column.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        columns = reader.fieldnames or []
-        audio_col = next((c for c in ("audio", "wav") if c in columns), None)
-        if audio_col is None:
-            raise ManifestError(f"{path} has no 'audio' or 'wav' column (columns: {', '.join(columns) or 'none'})")
-        if phones_column not in columns:
-            raise ManifestError(f"{path} has no {phones_column!r} column (columns: {', '.join(columns)})")
-        if isinstance(where, Where) and where.column not in columns:
-            raise ManifestError(f"--where: {path} has no {where.column!r} column (columns: {', '.join(columns)})")
-        items, skipped, matched = [], 0, 0
-        for i, row in enumerate(reader):
-            if where is not None and not where(row):
-                continue
-            matched += 1
-            phones = (row.get(phones_column) or "").split()
-            if not phones:
-                skipped += 1
-                continue
-            items.append(Item(row.get("id") or str(i), path.parent / row[audio_col], phones, row))
-            if limit is not None and len(items) >= limit:
-                break
-    if where is not None and not matched:
-        shown = f"{where.column}={where.regex.pattern}" if isinstance(where, Where) else "the filter"
-        raise ManifestError(f"no row of {path} matches --where {shown}")
-    if not items:
-        raise ManifestError(f"{path} has no rows with phones in column {phones_column!r}")
-    return items, skipped
 
 
 @dataclass
@@ -203,9 +122,11 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     With ``decoders`` (name -> config), each is scored on the same model output; systems are then
     named ``stream NAME`` / ``offline NAME``. Without, the recognizer's own decoder gives the systems
     ``stream`` and ``offline``. ``confidence`` holds, per decoder, how well the streamed phonemes'
-    confidence separates correct from wrong ones.
+    confidence separates correct from wrong ones; ``numerics`` what can change the figures between
+    machines (:mod:`phonestream.numerics`) and ``config`` the window.
     """
     fold_fn = FOLDINGS[fold]
+    window = recognizer.config
     sr = recognizer.model.sample_rate
     configs = decoders or {"": recognizer.decoder_config()}
     names = {d: (f"stream {d}".strip(), f"offline {d}".strip()) for d in configs}
@@ -266,6 +187,9 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
         "stream_vs_offline": {"edit_distance": agreement.errors, "ratio": round(agreement.rate, 4)},
         "confidence": {d or "stream": summarise(*conf[d]) for d in configs},
         "errors": errors,
+        "numerics": numeric_setup(recognizer.model),
+        "config": {"chunk_ms": window.chunk_ms, "left_ms": window.left_ms,  # type: ignore[union-attr]
+                   "right_ms": window.right_ms},  # type: ignore[union-attr]
     }
 
 

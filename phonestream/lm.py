@@ -195,6 +195,13 @@ class NgramLM:
         self.table = table
         self.symbols = sorted({g[0] for g in table if len(g) == 1} - {BOS, EOS})  # phonemes (and <unk>)
 
+    def ngram_counts(self) -> dict[int, int]:
+        """How many n-grams of each order the model holds, by order."""
+        counts: dict[int, int] = {}
+        for gram in self.table:
+            counts[len(gram)] = counts.get(len(gram), 0) + 1
+        return dict(sorted(counts.items()))
+
     # ARPA -------------------------------------------------------------------------------------------
 
     def write_arpa(self, path: str | Path) -> None:
@@ -366,6 +373,28 @@ def build_from_sources(texts: Iterable[str] = (), dictionary_words: bool = False
     from .phones import ARPABET
 
     return build_kneser_ney(sents, order, vocab=fold_fn(ARPABET)), stats
+
+
+def read_sentences(paths: Iterable[str | Path]) -> list[str]:
+    """The sentences of text files, one per non-empty line (stripped; undecodable bytes replaced).
+
+    Raises:
+        OSError: a file that cannot be read.
+    """
+    return [line.strip() for p in paths for line in Path(p).read_text(encoding="utf-8", errors="replace").splitlines()
+            if line.strip()]
+
+
+def excluded_sentences(manifests: Iterable[str | Path]) -> set[str]:
+    """The :func:`normalise` keys of the ``text`` column of evaluation manifests: sentences that LM and
+    training text leave out.
+
+    Raises:
+        phonestream.manifest.ManifestError: a missing manifest or one without a ``text`` column.
+    """
+    from .manifest import column_texts
+
+    return {normalise(t) for t in column_texts(manifests, "text")}
 
 
 def normalise(text: str) -> str:

@@ -106,7 +106,7 @@ class TrainGroup(click.Group):
 
 def _one_line_errors(func: Callable) -> Callable:
     from ..audio import AudioError
-    from ..evaluate import ManifestError
+    from ..manifest import ManifestError
     from ..models.base import ModelError
 
     @functools.wraps(func)

@@ -28,7 +28,7 @@ SHARED = Path(os.environ.get("PHONESTREAM_SHARED_DATA") or Path(__file__).resolv
 
 def _items(manifest: Path, source: str) -> list[Item]:
     """The rows of a shared set's manifest with CMU phones, as the recipe's items."""
-    from ..evaluate import read_manifest
+    from ..manifest import read_manifest
 
     rows, _skipped = read_manifest(manifest, "phones_cmu")
     return [Item(row.id, str(row.audio), " ".join(row.phones), source) for row in rows]

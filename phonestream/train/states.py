@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-import soxr
 
+from ..audio import load_audio
+from ..manifest import read_manifest as read_labelled
 from ..models.base import Backbone
 from ..streaming import StreamConfig, Streamer
 from .augment import augment
@@ -72,21 +72,11 @@ class Item:
 
 
 def read_manifest(path: Path, phones_col: str = "phones", source: str | None = None) -> list[Item]:
-    """The recipe's items of a labelled manifest (read by :func:`phonestream.evaluate.read_manifest`):
+    """The recipe's items of a labelled manifest (read by :func:`phonestream.manifest.read_manifest`):
     ``source`` defaults to the row's ``source`` column, else the manifest's folder name."""
-    from ..evaluate import read_manifest as read_rows
-
-    rows, _skipped = read_rows(path, phones_col)
+    rows, _skipped = read_labelled(path, phones_col)
     return [Item(row.fields.get("id") or f"row{k}-{row.audio.stem}", str(row.audio), " ".join(row.phones),
                  source or row.fields.get("source", path.parent.name)) for k, row in enumerate(rows)]
-
-
-def load_audio(path: str, sr: int = 16000) -> np.ndarray:
-    x, file_sr = sf.read(path, dtype="float32", always_2d=True)
-    x = x.mean(axis=1)
-    if file_sr != sr:
-        x = soxr.resample(x, file_sr, sr)
-    return x.astype(np.float32)
 
 
 def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,

@@ -11,12 +11,11 @@ run with one.
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from pathlib import Path
 
-from ..lm import normalise
+from ..lm import excluded_sentences, normalise
 
 FORTUNE_DIR = Path("/usr/share/games/fortunes")
 WORDNET_DIR = Path("/usr/share/wordnet")
@@ -73,25 +72,13 @@ def wordnet_sentences() -> list[str]:
     return out
 
 
-def excluded_texts(manifests: list[Path]) -> set[str]:
-    out: set[str] = set()
-    for m in manifests:
-        if not m.exists():
-            continue
-        with m.open(encoding="utf-8") as fh:
-            for row in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE):
-                if row.get("text"):
-                    out.add(normalise(row["text"]))
-    return out
-
-
 def _ngrams(words: list[str], n: int = 8) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def load_sentences(exclude_manifests: list[Path], seed: int = 0) -> list[str]:
     """All usable sentences, deduplicated, evaluation text removed, shuffled reproducibly."""
-    banned = excluded_texts(exclude_manifests)
+    banned = excluded_sentences([m for m in exclude_manifests if m.exists()])
     banned_grams: set[tuple[str, ...]] = set()
     for t in banned:
         banned_grams |= _ngrams(t.split())
