@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -222,6 +223,58 @@ def to_event(event: dict[str, Any]):
     if kind == "summary":
         return Summary(fields)
     return None
+
+
+def stream_options(chunk_ms: int | None = None, left_ms: int | None = None, right_ms: int | None = None,
+                   items: Iterable[str] = ()) -> dict[str, Any]:
+    """The config keys to ask the server for: the window sizes given, and ``KEY=VALUE`` items whose value
+    is read as JSON (a bare word is a string): ``["partials=false", "decoder=greedy"]``.
+
+    Raises:
+        ValueError: an item without ``=`` or without a key.
+    """
+    out: dict[str, Any] = {k: v for k, v in (("chunk_ms", chunk_ms), ("left_ms", left_ms), ("right_ms", right_ms))
+                           if v is not None}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def stream_to_server(url: str, file: str | Path | None = None, *, mic: bool = False,
+                     input_device: str | int | None = None, feed_ms: int = 20, fmt: str = "f32le",
+                     realtime: bool = False, token: str | None = None, options: dict[str, Any] | None = None,
+                     on_event: Callable[[dict[str, Any]], None] | None = None) -> StreamResult:
+    """Stream ``file``, or the microphone with ``mic=True``, to a server and wait for its summary
+    (blocking: runs its own event loop). The microphone runs until Ctrl-C: SIGINT stops the sending, and
+    the server's last events and summary still arrive. Arguments as for :func:`stream_audio`.
+
+    Raises:
+        ValueError: neither or both of ``file`` and ``mic``.
+        ClientError: as :func:`stream_audio`.
+        phonestream.audio.AudioError: an unreadable file, or no microphone.
+    """
+    if (file is None) == (not mic):
+        raise ValueError("give either FILE or --mic")
+
+    async def run() -> StreamResult:
+        stop = asyncio.Event()
+        if mic:
+            from .audio import microphone
+
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+            make: Callable = lambda rate: threaded(microphone(rate, feed_ms, input_device))  # noqa: E731
+        else:
+            make = file_source(file, feed_ms)  # type: ignore[arg-type]
+        return await stream_audio(url, make, fmt=fmt, realtime=realtime and not mic, token=token, on_event=on_event,
+                                  stop=stop, options=options)
+
+    return asyncio.run(run())
 
 
 # -- load test ----------------------------------------------------------------------------------------

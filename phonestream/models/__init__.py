@@ -6,7 +6,9 @@
 - a folder with ``phonestream.json``: a frozen backbone plus CTC head (:mod:`.backbone`);
 - any other folder or a hub id: a Hugging Face ``*ForCTC`` checkpoint (:mod:`.hf`);
 - ``backbone=`` plus ``vocab=`` (and optionally ``head=`` weights): a backbone-plus-head model built
-  on the fly, the quick way to put a phoneme head on a user's own encoder.
+  on the fly, the quick way to put a phoneme head on a user's own encoder;
+- ``"random-base"`` (:data:`RANDOM_BASE`): a randomly initialised wav2vec2-base-sized model, for
+  benchmarks and load tests (compute does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_m
 from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, check_dtype, has_torch, require_hf
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+#: The model name of :func:`random_base_model`.
+RANDOM_BASE = "random-base"
 
 __all__ = ["CTCModel", "ModelError", "StreamingDefaults", "Vocabulary", "BackboneCTCModel", "load_model",
-           "DEFAULT_MODEL_DIR"]
+           "random_base_model", "DEFAULT_MODEL_DIR", "RANDOM_BASE"]
 
 
 def load_model(
@@ -36,7 +40,8 @@ def load_model(
     """Load a CTC phoneme model.
 
     Args:
-        name: local folder or hub id; None for the shipped default model (or the backbone set-up).
+        name: local folder or hub id; None for the shipped default model (or the backbone set-up);
+            :data:`RANDOM_BASE` for :func:`random_base_model`.
         backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` (:data:`.whisper.CONFIG_KEY`) for a
             backbone-plus-head model.
         vocab: phoneme vocabulary file (one symbol per line) for the backbone set-up.
@@ -65,6 +70,8 @@ def load_model(
             import torch
 
             torch.set_num_threads(threads)
+    if name == RANDOM_BASE:
+        return random_base_model(device, dtype=dtype)
     if backbone is not None or vocab is not None:
         if name is not None:
             raise ModelError("give either a model or --backbone/--vocab, not both")
@@ -92,6 +99,26 @@ def load_model(
 
     return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device, dtype),
                         path if path.is_dir() else None)
+
+
+def random_base_model(device: str = "cpu", threads: int | None = None, dtype: str = "auto") -> CTCModel:
+    """A randomly initialised (seed 0) wav2vec2-base-sized CTC model (94M parameters) over the 39 ARPAbet
+    phonemes, for benchmarks and load tests; needs the [hf] extra."""
+    require_hf("the random wav2vec2-base benchmark model")
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    from ..phones import ARPABET
+    from .hf import HFCTCModel
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    vocab = Vocabulary(("<pad>", *ARPABET), 0)
+    model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0))
+    m = HFCTCModel(model, vocab, 16000, do_normalize=False, device=device, dtype=dtype)
+    m.description = "random wav2vec2-base " + m.description
+    return m
 
 
 def looks_like_a_path(name: str) -> bool:
