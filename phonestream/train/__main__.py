@@ -26,12 +26,14 @@ import json
 import sys
 from pathlib import Path
 
+from ..models.base import StreamingDefaults
+
 DEFAULT_WORK = Path("phonestream-work")  # under the current folder, as in phonestream train
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
-#: The default model's streaming setting (the ``balanced`` latency preset): 320 ms steps, 160 ms lookahead.
-DEFAULT_STREAMING = (320, 1280, 160)
-#: Its ``low`` and ``accurate`` presets (chunk, left, right ms).
-LOW_LATENCY, ACCURATE = (160, 960, 160), (640, 1920, 320)
+#: The default model's windows, written into its phonestream.json by ``export``: ``balanced`` 320 ms steps
+#: with 160 ms lookahead, and its ``low`` and ``accurate`` presets (chunk, left, right ms).
+WINDOWS = StreamingDefaults(320, 1280, 160, low=(160, 960, 160), accurate=(640, 1920, 320))
+DEFAULT_STREAMING, LOW_LATENCY, ACCURATE = (WINDOWS.preset(name) for name in ("balanced", "low", "accurate"))
 #: (chunk, left, right) ms scored while training, on development data only (never the reported sets).
 EVAL_CONFIGS = [DEFAULT_STREAMING]
 
@@ -125,6 +127,7 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
     args = p.parse_args(argv)
 
+    from ..models.whisper import WhisperBackbone
     from . import pipeline
     from .phones import SYMBOLS
 
@@ -165,29 +168,28 @@ def recipe(argv: list[str] | None = None) -> int:
         shards = sorted((work / "cache").glob("*.npz"))
         shards = [s for s in shards if ".tmp." not in s.name]
         data = load_states(shards)
-        log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {int(data.frames.sum()) / 180000:.2f} h")
+        hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
+        log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
         sets = _dev_sets(work, [*EVAL_CONFIGS, None])
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
                           seed=args.seed, threads=args.threads)
-        train_head(data, symbols, work / "runs" / args.run, cfg, 384, _scorer(sets, symbols), log)
+        train_head(data, symbols, work / "runs" / args.run, cfg, WhisperBackbone.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch
 
         from ..models.torch_heads import build_head
 
         saved = torch.load(work / "runs" / args.run / f"{args.checkpoint}.pt", weights_only=False)
-        head = build_head(saved["config"]["head"], 384, len(symbols))
+        head = build_head(saved["config"]["head"], WhisperBackbone.dim, len(symbols))
         head.load_state_dict(saved["head"])
         head.eval()
         configs = [DEFAULT_STREAMING, LOW_LATENCY, ACCURATE, (960, 1280, 320), None]
         res = _scorer(_eval_sets(work, args.full, configs), symbols)(head)
         log(json.dumps(res))
     if args.stage in ("all", "export"):
-        from ..models.base import StreamingDefaults
-
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or work / "export" / args.run  # never the shipped model unless --out names it
-        pipeline.export_model(ckpt, out, StreamingDefaults(*DEFAULT_STREAMING, low=LOW_LATENCY, accurate=ACCURATE))
+        pipeline.export_model(ckpt, out, WINDOWS)
         log(f"exported {ckpt} -> {out}")
     return 0
 

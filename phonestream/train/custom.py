@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..models import DEFAULT_MODEL_DIR
-from ..models.backbone import load_backbone, read_vocab_file
+from ..models.backbone import HF_ENCODER_KEY, load_backbone, read_vocab_file
 from ..models.base import StreamingDefaults
 from .cli import TrainError
 from .states import Item
@@ -31,7 +31,7 @@ DEFAULT_EPOCHS = 40
 
 
 def _items(manifest: Path, phones_column: str, known: set[str], vocab_file: Path) -> list[Item]:
-    from ..evaluate import read_manifest
+    from ..manifest import read_manifest
 
     rows, _skipped = read_manifest(manifest, phones_column)
     unknown = sorted({p for r in rows for p in r.phones} - known)
@@ -118,7 +118,7 @@ def fit_custom(backbone_path: str, vocab_file: Path, manifest: Path, out: Path, 
     items = _items(Path(manifest), phones_column, set(symbols), Path(vocab_file))
     dev_items = _items(Path(dev_manifest), phones_column, set(symbols), Path(vocab_file)) if dev_manifest else []
     local = Path(backbone_path).expanduser()
-    spec = {"type": "hf-encoder", "path": str(local.resolve()) if local.exists() else backbone_path}
+    spec = {"type": HF_ENCODER_KEY, "path": str(local.resolve()) if local.exists() else backbone_path}
     backbone = load_backbone(spec)
     data_key = _digest(spec, symbols, [(i.path, i.phones) for i in items], augment_audio)
     base = work / out.name
