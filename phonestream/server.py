@@ -36,6 +36,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from . import memory
 from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
 from .bench import rss_mb
 from .engine import Recognizer, Stream
@@ -174,12 +175,21 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app):
+        memory.tune_allocator()  # flat RSS over hours of streams (phonestream/memory.py)
         await asyncio.to_thread(self.warm_up)  # before the first client, so no stream pays for it
         self.scheduler.start()
+        trimmer = asyncio.create_task(self._trim_memory())
         try:
             yield
         finally:
+            trimmer.cancel()
             self.scheduler.stop()
+
+    async def _trim_memory(self, every_s: float = 30.0) -> None:
+        """Hand the heap's free pages back to the system every ``every_s`` seconds (off the event loop)."""
+        while True:
+            await asyncio.sleep(every_s)
+            await asyncio.to_thread(memory.trim)
 
     async def __call__(self, scope, receive, send) -> None:
         await self.asgi(scope, receive, send)

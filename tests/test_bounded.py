@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
 import tracemalloc
 
 import numpy as np
@@ -100,3 +103,36 @@ def test_stream_statistics_stay_the_same_size_for_a_ten_hour_stream():
     for q in ("p50", "p95"):
         assert summary["emission_delay_s"][q] == pytest.approx(exact[q], rel=0.05)
     assert summary["frame_delay_s"]["max"] == pytest.approx(1.1) and summary["frame_delay_s"]["p50"] == 0.7
+
+
+_FRAGMENT = """
+import sys, numpy as np
+from phonestream import memory
+from phonestream.bench import rss_mb
+if sys.argv[1] == "tuned":
+    assert memory.tune_allocator()
+np.ones(4_000_000 // 8); big = np.ones(4_000_000 // 8); del big  # raises glibc's default mmap threshold
+base = rss_mb()
+keep, buffers = [], []
+for i in range(120):  # 300 KB buffers with a small long-lived object after each, as a server's heap sees
+    buffers.append(np.full(300_000 // 8, float(i)))
+    keep.append(np.zeros(1000))
+peak = rss_mb()
+del buffers
+memory.trim() if sys.argv[1] == "trim" else None
+print(peak - base, rss_mb() - base)
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="allocator tuning is glibc's")
+@pytest.mark.parametrize("mode", ["default", "tuned", "trim"])
+def test_freed_buffers_leave_the_process(mode):
+    """Under the server's allocator settings (or after a trim) 36 MB of freed 300 KB buffers go back to
+    the system even with small live objects between them; glibc's defaults (the control) keep them."""
+    out = subprocess.run([sys.executable, "-c", _FRAGMENT, mode], capture_output=True, text=True, check=True)
+    grown, left = map(float, out.stdout.split())
+    assert grown > 30, out.stdout
+    if mode == "default":
+        assert left > 0.8 * grown, f"the control released {grown - left:.1f} MB: the case no longer fragments"
+    else:
+        assert left < 0.2 * grown, f"{left:.1f} of {grown:.1f} MB still resident ({mode})"
