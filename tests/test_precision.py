@@ -41,6 +41,7 @@ def test_dtype_names_are_checked():
 
 def test_auto_is_float32_for_torch_and_int8_for_the_default_model_on_cpu(tiny_model_dir):
     assert load_model(str(tiny_model_dir)).precision == "float32"
+    assert load_model("random-base", dtype="bfloat16").precision == "bfloat16"  # the benchmark model too
     default = load_model()
     assert (default.device, default.precision) == ("cpu", "int8")
     assert "CTranslate2 float32" in load_model(dtype="float32").description
