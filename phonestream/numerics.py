@@ -12,6 +12,7 @@ bits, is how the arithmetic is split and which machine instructions do it:
   OpenBLAS: AVX-512, AVX2 or generic code round differently. Fixed for a given machine;
   ``CT2_FORCE_CPU_ISA=AVX2`` (or ``GENERIC``) forces CTranslate2's choice to compare machines;
 - PyTorch's intra-op thread count for Hugging Face models (``--threads``; default: the core count);
+- the precision the model computes in (``--dtype``: half precision on CUDA by default) and the device;
 - library versions (CTranslate2, OpenBLAS/NumPy, PyTorch).
 
 A difference of 1e-5 in one frame's log posterior rarely matters, but the beam search's choice
@@ -45,6 +46,8 @@ def numeric_setup(model: Any = None) -> dict[str, Any]:
         "blas": [f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} threads={i.get('num_threads')}"
                  for i in threadpool_info() if i.get("user_api") == "blas"],
     }
+    if model is not None:  # --dtype: half precision moves posteriors far more than any setting below
+        out["precision"] = f"{getattr(model, 'device', 'cpu')} {getattr(model, 'precision', 'float32')}"
     backbone = getattr(model, "backbone", None)
     if getattr(backbone, "compute_type", None) is not None:  # the Whisper encoder on CTranslate2
         out["ctranslate2"] = version("ctranslate2")

@@ -13,6 +13,7 @@ from phonestream.engine import Recognizer
 from phonestream.models import ModelError, load_model
 from phonestream.models.base import DTYPES, check_dtype, warmup_batch_sizes
 from phonestream.models.whisper import compute_type_for
+from phonestream.numerics import numeric_setup
 from phonestream.server import App, ServerSettings
 from phonestream.streaming import StreamConfig
 
@@ -53,7 +54,7 @@ def test_auto_is_float32_for_torch_and_int8_for_the_default_model_on_cpu(tiny_mo
 def test_cpu_half_precision_agrees_with_float32(tiny_model_dir, speech, dtype, max_diff, min_agree):
     ref = load_model(str(tiny_model_dir), dtype="float32").log_probs(speech)
     model = load_model(str(tiny_model_dir), dtype=dtype)
-    assert model.precision == dtype
+    assert model.precision == dtype and numeric_setup(model)["precision"] == f"cpu {dtype}"  # eval prints it
     # the encoder computes in half precision, the CTC head in float32
     assert next(model.model.wav2vec2.parameters()).dtype == getattr(torch, dtype)
     assert model.model.lm_head.weight.dtype == torch.float32
