@@ -232,15 +232,17 @@ def read_pcm(
         pending += data
         if len(pending) < want:
             continue
-        yield convert(_decode_pcm(pending, dtype, channels))
+        yield convert(decode_pcm(pending, dtype, channels))
         pending = b""
     if len(pending) % frame_bytes:
         raise AudioError(f"PCM input ended inside a sample ({len(pending) % frame_bytes} stray bytes)")
-    tail = _decode_pcm(pending, dtype, channels) if pending else np.zeros((0,), np.float32)
+    tail = decode_pcm(pending, dtype, channels) if pending else np.zeros((0,), np.float32)
     yield convert(tail, last=True)
 
 
-def _decode_pcm(data: bytes, dtype: np.dtype, channels: int) -> np.ndarray:
+def decode_pcm(data: bytes, dtype: np.dtype, channels: int = 1) -> np.ndarray:
+    """Whole little-endian PCM samples (``dtype`` from :data:`PCM_FORMATS`) as float32 in [-1, 1): one
+    column per channel when there are several (the caller averages or resamples them)."""
     samples = np.frombuffer(data, dtype=dtype).astype(np.float32)
     if dtype.kind == "i":
         samples /= 32768.0

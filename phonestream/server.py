@@ -37,7 +37,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from . import memory
-from .audio import PCM_FORMATS, AudioError, AudioTooLarge, StreamResampler, audio_blocks, audio_info, decode_audio
+from .audio import (
+    PCM_FORMATS,
+    AudioError,
+    AudioTooLarge,
+    StreamResampler,
+    audio_blocks,
+    audio_info,
+    decode_audio,
+    decode_pcm,
+)
 from .bench import rss_mb
 from .engine import Recognizer, Stream
 from .models.base import CTCModel, warmup_batch_sizes
@@ -495,12 +504,7 @@ class App:
                 if received > max_samples:
                     raise ProtocolError(f"stream exceeds the server's limit of {self.limits.max_stream_s:g} s of "
                                         "audio (--max-stream-s)", TOO_BIG)
-                samples = np.frombuffer(message, dtype=spec.dtype).astype(np.float32)
-                if spec.dtype.kind == "i":
-                    samples /= 32768.0
-                if spec.channels > 1:
-                    samples = samples.reshape(-1, spec.channels)
-                self.scheduler.feed(session, convert(samples))
+                self.scheduler.feed(session, convert(decode_pcm(message, spec.dtype, spec.channels)))
                 while session.unprocessed > max_backlog and not session._closed:
                     # backpressure: stop reading this socket until the model catches up
                     await self.scheduler.wait_progress(session, 1.0)
