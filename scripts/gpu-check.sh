@@ -49,7 +49,7 @@ if [ "${MODE:-}" = fetch ]; then
         --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl \
         ctranslate2==4.8.5 soundfile==0.14.0 cffi==2.1.1 pycparser==3.12 soxr==1.1.0 rapidfuzz==3.14.6 \
         starlette==1.10.0 uvicorn==0.54.0 websockets==17.4 python-multipart==0.0.34 pydantic==2.14.4 \
-        pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 || exit 1
+        pydantic-core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 || exit 1
     du -sh .whl
     exit 0
 fi
