@@ -361,7 +361,8 @@ class BeamDecoder:
             open_ = bool(tokens) and best.ends[-1] >= self._frame
             prev = last if open_ else self.vocab.blank_id
             silent = set(self._silent_ids)
-            for token in block.provisional.argmax(axis=1).tolist():
+            best = block.provisional.argmax(axis=1) if block.frames is None else block.frames.best[len(block.final):]
+            for token in best.tolist():
                 token = self.vocab.blank_id if token in silent else token
                 if token != prev and token != self.vocab.blank_id:
                     tail.append(self.vocab.symbols[token])

@@ -29,7 +29,7 @@ from .audio import load_audio
 from .decoding import GreedyDecoder
 from .engine import Recognizer
 from .metrics import stats
-from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary
+from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary, warmup_batch_sizes
 from .phones import ARPABET
 from .scheduler import BatchScheduler, Close
 from .streaming import StreamConfig
@@ -158,7 +158,8 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
     starts = np.arange(streams) * chunk_s / streams
     offsets = (np.arange(streams) * 7919 * piece) % len(audio)  # each stream its own place in the recording
     tape = np.resize(audio, total + len(audio))  # one looped copy, read through views
-    model.warmup()
+    chunk, left, right = config.samples(model)
+    model.warmup(warmup_batch_sizes(max_batch, model.device), chunk + left + right)  # as the server does
     scheduler = BatchScheduler(model, max_batch, max_wait_ms / 1000)
 
     async def main() -> tuple[list[_Outbox], float, dict[str, float]]:

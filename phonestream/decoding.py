@@ -27,6 +27,45 @@ from .models.base import Vocabulary
 from .streaming import FrameBlock
 
 
+@dataclass(frozen=True)
+class FrameSummary:
+    """What greedy decoding and endpointing read from each frame of a model output, computed once."""
+
+    best: np.ndarray  # the greedy symbol (non-phoneme outputs folded into the blank)
+    prob: np.ndarray  # its posterior
+    silent: np.ndarray  # the summed posterior of the blank and the non-phoneme outputs
+
+    def __getitem__(self, index: slice) -> "FrameSummary":
+        return FrameSummary(self.best[index], self.prob[index], self.silent[index])
+
+
+def silent_ids(vocab: Vocabulary) -> list[int]:
+    """The outputs that are never phonemes: the blank and the skip ids."""
+    return sorted({vocab.blank_id, *vocab.skip_ids})
+
+
+def summarize_frames(outputs: list[np.ndarray], vocab: Vocabulary) -> list[FrameSummary]:
+    """A :class:`FrameSummary` per model output ``[T, V]``, with one argmax and one exp per group of
+    equally shaped outputs (the windows of live streams with the same settings are one group) instead
+    of several numpy calls per window. The values are exactly those the decoders compute per window."""
+    ids = silent_ids(vocab)
+    silent = np.zeros(len(vocab), dtype=bool)
+    silent[ids] = True
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, out in enumerate(outputs):
+        groups.setdefault(out.shape, []).append(i)
+    result: list[FrameSummary | None] = [None] * len(outputs)
+    for members in groups.values():
+        stacked = np.stack([outputs[i] for i in members])
+        best = stacked.argmax(axis=2)
+        best = np.where(silent[best], vocab.blank_id, best)
+        prob = np.exp(np.take_along_axis(stacked, best[..., None], axis=2)[..., 0])
+        mass = np.exp(stacked[..., ids]).sum(axis=2)
+        for row, i in enumerate(members):
+            result[i] = FrameSummary(best[row], prob[row], mass[row])
+    return result  # type: ignore[return-value]
+
+
 @dataclass
 class _Run:
     """An open phoneme: a run of frames whose best symbol is ``token``."""
@@ -45,7 +84,7 @@ class GreedyDecoder:
         self.frame_seconds = frame_seconds
         self.sample_rate = sample_rate
         self._silent = np.zeros(len(vocab), dtype=bool)
-        self._silent[[vocab.blank_id, *vocab.skip_ids]] = True
+        self._silent[silent_ids(vocab)] = True
         self._prev = vocab.blank_id  # best symbol of the last final frame
         self._run: _Run | None = None
         self._frame = 0  # next final frame index
@@ -66,7 +105,11 @@ class GreedyDecoder:
         committed_at = block.received / self.sample_rate
         out: list[Phoneme] = []
         if len(block.final):
-            best, probs = self._best(block.final)
+            if block.frames is not None:
+                n = len(block.final)
+                best, probs = block.frames.best[:n], block.frames.prob[:n]
+            else:
+                best, probs = self._best(block.final)
             for offset, (token, prob) in enumerate(zip(best.tolist(), probs.tolist())):
                 frame = block.start_frame + offset
                 if token == self._prev and token != self.vocab.blank_id:
@@ -103,7 +146,8 @@ class GreedyDecoder:
         tail = [] if self._run is None else [self.vocab.symbols[self._run.token]]
         if len(block.provisional):
             prev = self._prev
-            for token in self._best(block.provisional)[0].tolist():
+            best = self._best(block.provisional)[0] if block.frames is None else block.frames.best[len(block.final):]
+            for token in best.tolist():
                 if token != prev and token != self.vocab.blank_id:
                     tail.append(self.vocab.symbols[token])
                 prev = token

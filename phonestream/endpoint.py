@@ -72,12 +72,14 @@ class Endpointer:
         silent = np.exp(log_probs[:, self.silent_ids]).sum(axis=1)
         return silent < self.config.blank_threshold
 
-    def scan(self, start_frame: int, log_probs: np.ndarray) -> list[tuple[int, Endpoint | None]]:
+    def scan(self, start_frame: int, log_probs: np.ndarray, silent: np.ndarray | None = None
+             ) -> list[tuple[int, Endpoint | None]]:
         """Feed final frames; returns ``(offset, event)`` for each utterance that ends inside them,
         ``offset`` being the number of frames of this block that belong before the cut. The event is
-        None for a dropped stretch with no speech (rule 1)."""
+        None for a dropped stretch with no speech (rule 1). ``silent``, the frames' summed non-phoneme
+        posteriors when already computed (:class:`~phonestream.decoding.FrameSummary`), saves computing it."""
         cuts: list[tuple[int, Endpoint | None]] = []
-        speech = self.speech_frames(log_probs)
+        speech = self.speech_frames(log_probs) if silent is None else silent < self.config.blank_threshold
         for i, is_speech in enumerate(speech.tolist()):
             frame = start_frame + i
             if is_speech:

@@ -32,6 +32,7 @@ from .decoding import (
     DEFAULT_INSERTION_BONUS,
     DEFAULT_LM_WEIGHT,
     DecoderConfig,
+    FrameSummary,
     decode_offline,
     make_decoder,
 )
@@ -228,9 +229,14 @@ class Stream:
     def ready_windows(self) -> list[Window]:
         return self.streamer.ready_windows()
 
-    def apply(self, windows: list[Window], outputs: list[np.ndarray], seconds: float) -> list[Event]:
-        """Stitch and decode the model outputs of ``windows``; ``seconds`` is the compute time spent."""
-        return self.decode([self.streamer.stitch(w, out) for w, out in zip(windows, outputs)], seconds)
+    def apply(self, windows: list[Window], outputs: list[np.ndarray], seconds: float,
+              frames: list[FrameSummary] | None = None) -> list[Event]:
+        """Stitch and decode the model outputs of ``windows``; ``seconds`` is the compute time spent.
+        ``frames`` are the outputs' :func:`~phonestream.decoding.summarize_frames`, when a caller that
+        batches many streams computed them for the whole batch (the events are the same)."""
+        if frames is None:
+            return self.decode([self.streamer.stitch(w, out) for w, out in zip(windows, outputs)], seconds)
+        return self.decode([self.streamer.stitch(w, out, f) for w, out, f in zip(windows, outputs, frames)], seconds)
 
     def decode(self, blocks: list[FrameBlock], seconds: float) -> list[Event]:
         """Decode stitched blocks; ``seconds`` is the model time spent on them. ``recorder``, when set
@@ -269,15 +275,18 @@ class Stream:
             return list(self.decoder.advance(block))
         events: list[Event] = []
         done = 0
-        for offset, endpoint in self.endpointer.scan(block.start_frame, block.final):
+        frames = block.frames
+        silent = None if frames is None else frames.silent[: len(block.final)]
+        for offset, endpoint in self.endpointer.scan(block.start_frame, block.final, silent):
             head = FrameBlock(block.start_frame + done, block.final[done:offset], block.final[:0], block.received,
-                              True)
+                              True, None if frames is None else frames[done:offset])
             events += self.decoder.advance(head)
             self.decoder.reset()
             if endpoint is not None:
                 events.append(endpoint)
             done = offset
-        rest = FrameBlock(block.start_frame + done, block.final[done:], block.provisional, block.received, block.last)
+        rest = FrameBlock(block.start_frame + done, block.final[done:], block.provisional, block.received, block.last,
+                          None if frames is None else frames[done:])
         events += self.decoder.advance(rest)
         if block.last:
             endpoint = self.endpointer.finish()

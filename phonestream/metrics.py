@@ -105,8 +105,24 @@ class Distribution:
                 self._sample[slot] = value
 
     def extend(self, values: Iterable[float]) -> None:
+        """:meth:`add` each value (the same result), in bulk while the sample has room: a stream adds a
+        value per frame, and a call per value was most of a live window's bookkeeping."""
+        values = [float(v) for v in values]
+        if not values:
+            return
+        total = self.total
         for value in values:
-            self.add(value)
+            total += value
+        self.total = total
+        self.max = max(self.max, *values)
+        room = max(0, min(len(values), self.capacity - len(self._sample)))
+        self._sample.extend(values[:room])
+        self.count += room
+        for value in values[room:]:
+            self.count += 1
+            slot = self._random.randrange(self.count)
+            if slot < self.capacity:
+                self._sample[slot] = value
 
     def summary(self, scale: float = 1.0, digits: int = 4) -> dict[str, float | None]:
         """avg, p50, p95 and max times ``scale``, as :func:`stats` gives them."""

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .decoding import FrameSummary, summarize_frames
 from .engine import Stream
 from .events import to_json
 from .models.base import CTCModel
@@ -105,11 +106,12 @@ class BatchScheduler:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._cond = threading.Condition()
-        self._dirty: dict[int, Session] = {}  # insertion-ordered: round robin across sessions
+        self._dirty: collections.OrderedDict[int, Session] = collections.OrderedDict()  # round robin across sessions
         self._jobs: collections.deque = collections.deque()
         self._sessions: dict[int, Session] = {}
         self._next_id = 1
         self._outgoing: dict[int, Session] = {}  # worker side: sessions with items or progress to send
+        self._wake_at = 1  # ready sessions that wake the worker (more while it gathers a batch until its deadline)
         self._stop = False
         self._thread: threading.Thread | None = None
         # counters for /health and the load test
@@ -209,7 +211,8 @@ class BatchScheduler:
     def _mark(self, session: Session) -> None:
         if not session._closed and session.id not in self._dirty:
             self._dirty[session.id] = session
-            self._cond.notify()
+            if len(self._dirty) >= self._wake_at:
+                self._cond.notify()
 
     # -- the worker thread -------------------------------------------------------------------------
 
@@ -219,7 +222,11 @@ class BatchScheduler:
         deadline: float | None = None
         while True:
             with self._cond:
-                while not self._stop and not self._dirty and not self._jobs:
+                # idle: wake for the first ready session; gathering a batch: only at its deadline or
+                # once enough sessions are ready to fill it (a round per arriving session cost more
+                # than the batch's decoding)
+                self._wake_at = 1 if deadline is None else self.max_batch - size
+                while not self._stop and not self._jobs and len(self._dirty) < self._wake_at:
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         break
@@ -229,8 +236,11 @@ class BatchScheduler:
                     return
                 started, started_cpu = time.perf_counter(), time.thread_time()
                 jobs, self._jobs = list(self._jobs), collections.deque()
-                dirty = list(self._dirty.values())
-                self._dirty.clear()
+                # no more sessions than the batch has room for: the others stay first in line for the next
+                # round (looking at every ready session and deferring most was quadratic once streams
+                # outnumbered the batch)
+                dirty = [self._dirty.popitem(last=False)[1]
+                         for _ in range(min(len(self._dirty), max(1, self.max_batch - size)))]
                 # take each session's audio while holding the lock; push it outside
                 taken = [(s, list(s._audio)) for s in dirty]
                 for s in dirty:
@@ -339,6 +349,7 @@ class BatchScheduler:
             self.largest_batch = max(self.largest_batch, len(todo))
         self.skipped += size - len(todo)
         self.busy_s += seconds
+        frames = self._summaries(jobs, failed)
         for session, windows, outs in jobs:
             if session._closed or session.id in failed:
                 continue
@@ -346,7 +357,8 @@ class BatchScheduler:
             try:
                 # each stream is charged its share of the batch's compute, so its summary's rtf is
                 # what the stream cost the server
-                events = session.stream.apply(windows, outs, seconds * len(windows) / size)  # type: ignore[arg-type]
+                events = session.stream.apply(windows, outs, seconds * len(windows) / size,  # type: ignore[arg-type]
+                                              frames.get(session.id))
             except Exception:  # noqa: BLE001
                 self._fail(session, "stream failed while decoding", log=True)
                 continue
@@ -355,6 +367,18 @@ class BatchScheduler:
             session._out += events
             session._moved = True
             self._outgoing[session.id] = session
+
+    def _summaries(self, jobs: list[tuple[Session, list[Window], list[np.ndarray | None]]],
+                   failed: set[int]) -> dict[int, list[FrameSummary]]:
+        """The greedy symbol, its posterior and the silence of every frame of the batch, in one pass per
+        window shape (:func:`~phonestream.decoding.summarize_frames`), per session id. An output the pass
+        cannot take (a model that broke its contract) leaves every stream to compute its own."""
+        outputs = [out for session, _, outs in jobs if session.id not in failed for out in outs]
+        try:
+            summaries = iter(summarize_frames(outputs, self.model.vocab))  # type: ignore[arg-type]
+        except Exception:  # noqa: BLE001 - each stream then meets its own output's problem alone
+            return {}
+        return {session.id: [next(summaries) for _ in outs] for session, _, outs in jobs if session.id not in failed}
 
     def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
         """One ``log_probs_batch``, checked to give one output per window."""

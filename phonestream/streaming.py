@@ -13,10 +13,14 @@ Only the audio still needed as left context is kept, so memory is bounded howeve
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .models.base import Backbone, CTCModel
+
+if TYPE_CHECKING:
+    from .decoding import FrameSummary
 
 
 class ConfigError(ValueError):
@@ -92,13 +96,19 @@ class Window:
 
 @dataclass
 class FrameBlock:
-    """Posteriors coming out of one step: final frames then provisional (lookahead) frames."""
+    """Posteriors coming out of one step: final frames then provisional (lookahead) frames.
+
+    ``frames``, when given, is what greedy decoding and endpointing read from each frame of ``final`` then
+    ``provisional``, computed for a whole batch of windows at once (:func:`~phonestream.decoding.summarize_frames`);
+    without it they compute the same from the posteriors.
+    """
 
     start_frame: int
     final: np.ndarray
     provisional: np.ndarray
     received: int
     last: bool
+    frames: FrameSummary | None = None
 
 
 class Streamer:
@@ -176,8 +186,9 @@ class Streamer:
         self._pending = len(windows)
         return windows
 
-    def stitch(self, window: Window, log_probs: np.ndarray) -> FrameBlock:
-        """Split one window's model output into final and provisional frames, and drop spent audio."""
+    def stitch(self, window: Window, log_probs: np.ndarray, frames: FrameSummary | None = None) -> FrameBlock:
+        """Split one window's model output (and its ``frames`` summary, if any) into final and provisional
+        frames, and drop spent audio."""
         self._pending -= 1
         a, b = window.keep_from - window.first_frame, window.keep_to - window.first_frame
         self.next_frame = window.keep_to
@@ -187,7 +198,8 @@ class Streamer:
             # when the next window is cut and the buffer joined anew
             self._buf = self._buf[keep_from - self._buf_start :]
             self._buf_start = keep_from
-        return FrameBlock(window.keep_from, log_probs[a:b], log_probs[b:], window.received, window.last)
+        return FrameBlock(window.keep_from, log_probs[a:b], log_probs[b:], window.received, window.last,
+                          None if frames is None else frames[a:])
 
     def step(self) -> list[FrameBlock]:
         """Run every ready window through the model (one batch) and stitch the results."""

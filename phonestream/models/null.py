@@ -12,6 +12,8 @@ a call allocates nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from ..phones import ARPABET
@@ -56,7 +58,7 @@ class NullModel(CTCModel):
             self._next = (self._next + n) % size
         return out
 
-    def warmup(self) -> None:
+    def warmup(self, batch_sizes: Iterable[int] = (1,), window: int | None = None) -> None:
         """Nothing to warm up."""
 
 
