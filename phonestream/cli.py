@@ -493,16 +493,17 @@ def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, ma
     if json_out:
         click.echo(json.dumps(rows))
         return
-    shown = [{"streams": r["streams"], "chunk/left/right ms": r["chunk/left/right ms"], "decoder": r["decoder"],
-              "windows/s": r["windows_per_s"], "of offered": r["offered_windows_per_s"],
-              "windows/batch": r["windows_per_batch"], "worker busy": r["worker_share"], "in model": r["model_share"],
-              "outside model": r["outside_share"], "worker cpu ms/window": r["worker_cpu_ms_per_window"],
-              "all cpu ms/window": r["process_cpu_ms_per_window"], "lag s": r["lag_s"],
-              "delay s": r["emission_delay_s"], "dropped s": r["dropped_s"], "errors": r["errors"],
-              "real time": "yes" if r["keeps_up"] else "NO"}
+    shown = [{"streams": r["streams"], "window ms": r["chunk/left/right ms"], "decoder": r["decoder"],
+              "windows/s (offered)": f"{r['windows_per_s']:g} ({r['offered_windows_per_s']:g})",
+              "per batch": r["windows_per_batch"], "busy: model + outside": f"{r['model_share']:.2f} + "
+              f"{r['outside_share']:.2f}", "cpu ms/window: worker, all": f"{r['worker_cpu_ms_per_window']}, "
+              f"{r['process_cpu_ms_per_window']}", "lag s": r["lag_s"], "delay s": r["emission_delay_s"],
+              "dropped s": r["dropped_s"], "errors": r["errors"], "real time": "yes" if r["keeps_up"] else "NO"}
              for r in rows]
     print_rows(shown, f"bench --streams: {model.description}, {seconds:g} s of real-time audio per stream, max batch "
-               f"{max_batch}, max wait {max_wait_ms:g} ms (cells p50 / p95; busy = share of wall time)")
+               f"{max_batch}, max wait {max_wait_ms:g} ms. Busy: share of wall time the worker spent in the model and "
+               "outside it; cpu: CPU time per window of the worker thread and of the whole process; lag: event "
+               "arrival - audio time it was produced at; delay: phoneme arrival - its end (cells p50 / p95)")
     for r in rows:
         if r["error_sample"]:
             click.echo(f"{r['streams']} streams: first error: {r['error_sample']}", err=True)
