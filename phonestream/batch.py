@@ -84,6 +84,10 @@ class RecognizerSpec:
     latency: str = "balanced"
     recognizer_options: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def on_gpu(self) -> bool:
+        return str(self.load_options.get("device") or "cpu").startswith("cuda")
+
     def build(self, warmup: bool = True) -> Recognizer:
         """Load the model and make the recognizer (in the worker that will use it).
 
@@ -338,7 +342,8 @@ class _RayPool:
         self.breaks_all = False  # a dead actor fails its own call only
         self.spec = spec
         self.workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.actor_class = ray.remote(num_cpus=1, max_restarts=0)(Worker)
+        # on a GPU each actor asks for one (Ray hides the GPUs from actors that do not)
+        self.actor_class = ray.remote(num_cpus=1, num_gpus=1 if spec.on_gpu else 0, max_restarts=0)(Worker)
         self.actors = [self._actor() for _ in range(self.workers)]
         self.busy: dict[cf.Future, Any] = {}
 
@@ -356,23 +361,21 @@ class _RayPool:
             future: cf.Future = cf.Future()
             future.set_result({"id": item.id, "path": str(item.path), "error": _os_error(item.path, err)})
             return future
-        free = [a for a in self.actors if a not in self.busy.values()]
-        actor = free[0]
+        self.busy = {f: a for f, a in self.busy.items() if not f.done() or self._dead(f)}  # dead: until restart
+        busy = {a for f, a in self.busy.items() if not f.done()}
+        actor = next(a for a in self.actors if a not in busy)
         future = actor.run.remote(item, options, data).future()
         self.busy[future] = actor
-        future.add_done_callback(lambda f: self.busy.pop(f, None))
         return future
 
+    def _dead(self, future: cf.Future) -> bool:
+        return future.done() and isinstance(future.exception(), self.died)
+
     def restart(self) -> None:
-        """Replace dead actors (their calls failed with one of ``died``)."""
-        alive = []
-        for actor in self.actors:
-            try:
-                self.ray.get(actor.ready.remote(), timeout=60)
-                alive.append(actor)
-            except self.died + (self.ray.exceptions.GetTimeoutError,):
-                alive.append(self._actor())
-        self.actors = alive
+        """Replace the actors whose calls failed with one of ``died``."""
+        dead = {a for f, a in self.busy.items() if self._dead(f)}
+        self.actors = [self._actor() if a in dead else a for a in self.actors]
+        self.busy = {f: a for f, a in self.busy.items() if not f.done()}
 
     def close(self) -> None:
         for actor in self.actors:

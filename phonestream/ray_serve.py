@@ -105,8 +105,10 @@ def deployment(spec: RecognizerSpec | None = None, settings: ServerSettings | No
                cpus_per_replica: float = 1.0):
     """The Ray Serve application: ``replicas`` copies of the server, each with its model built from
     ``spec`` (default: the shipped model) and the limits of ``settings``; give it to ``serve.run``."""
-    return PhonestreamReplica.options(num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica}) \
-        .bind(spec or RecognizerSpec(), settings or ServerSettings(port=8000))
+    spec = spec or RecognizerSpec()
+    resources = {"num_cpus": cpus_per_replica, "num_gpus": 1 if spec.on_gpu else 0}  # a GPU each, on a GPU
+    return PhonestreamReplica.options(num_replicas=replicas, ray_actor_options=resources) \
+        .bind(spec, settings or ServerSettings(port=8000))
 
 
 def run(spec: RecognizerSpec, settings: ServerSettings, replicas: int, address: str = "local",
