@@ -178,6 +178,8 @@ def done_paths(out: str | Path) -> set[str]:
         BatchError: a complete line that is not one of ours (not a JSON object with a ``path``).
     """
     out = Path(out)
+    if not out.parent.is_dir():
+        raise BatchError(f"--out {out}: no folder {out.parent}")
     if not out.exists():
         return set()
     if out.is_dir():

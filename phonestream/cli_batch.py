@@ -70,6 +70,7 @@ def batch(input_, out, offline, events, compare_offline, workers, ray_address, w
         items = list_inputs(input_, [Where.parse(w) for w in where_], limit)
         spec = recognizer_spec(opts)
         options = JobOptions(offline=offline, events=events, compare_offline=compare_offline, feed_ms=feed_ms)
+        done = done_paths(out)  # a bad --out fails here, before the progress bar
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    TextColumn("{task.fields[errors]} errors"))
         with Progress(*columns, console=_stderr(), transient=False) as progress:
@@ -81,7 +82,6 @@ def batch(input_, out, offline, events, compare_offline, workers, ray_address, w
                 errors += "error" in row
                 progress.update(task, advance=1, errors=errors, description="batch")
 
-            done = done_paths(out)
             progress.update(task, completed=sum(str(i.path) in done for i in items))
             report = transcribe_many(items, out, spec, options, workers, ray_address, on_row)
     except BatchError as err:

@@ -23,6 +23,8 @@ from typing import Any
 
 import ray
 from ray import serve
+from starlette.requests import Request
+from starlette.responses import JSONResponse
 
 from .batch import RecognizerSpec, connect_ray
 from .server import App, ServerError, ServerSettings, check_bind
@@ -75,7 +77,9 @@ class PhonestreamReplica:
         return self._asgi
 
     async def _health(self) -> dict[str, Any]:
-        return json.loads((await self.server.health(None)).body)
+        """This replica's own ``/health``."""
+        request = Request({"type": "http", "method": "GET", "path": "/health", "headers": [], "query_string": b""})
+        return json.loads((await self.server.health(request)).body)
 
     async def _report(self) -> None:
         while True:
@@ -89,8 +93,6 @@ class PhonestreamReplica:
         if scope["type"] == "lifespan" and not hasattr(self, "_reporter"):
             self._reporter = asyncio.get_running_loop().create_task(self._report())
         if scope["type"] == "http" and scope["path"] == "/health":
-            from starlette.responses import JSONResponse
-
             try:
                 others = await self.tally.all.remote()
             except ray.exceptions.RayError:

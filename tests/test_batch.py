@@ -233,3 +233,7 @@ def test_cli_batch_bad_arguments_are_one_line_and_exit_2(tmp_path):
     assert result.output.strip().splitlines()[-1].startswith("phonestream: error: input not found")
     result = runner.invoke(main, ["batch", str(tmp_path), "--out", "o", "--offline", "--compare-offline"])
     assert result.exit_code == 2 and "does not go with --offline" in result.output
+    (tmp_path / "x.wav").write_bytes(b"")
+    result = runner.invoke(main, ["batch", str(tmp_path), "--out", str(tmp_path / "no" / "o.jsonl")])
+    assert result.exit_code == 2 and result.output.strip() == f"phonestream: error: --out {tmp_path}/no/o.jsonl: " \
+        f"no folder {tmp_path}/no"
