@@ -28,6 +28,7 @@ def recognizer_spec(opts: dict):
     decoding = opts.pop("decoding")
     model = {k: opts.pop(k) for k in MODEL_KEYS}
     load = {k: model[k] for k in ("backbone", "vocab", "head", "head_type", "device", "threads")}
+    load["dtype"] = ctx.meta.get("phonestream.dtype", "auto")  # --dtype, kept on the context by model_options
     load.update(opts)
     return RecognizerSpec(model["model"], load, model["chunk_ms"], model["left_ms"], model["right_ms"],
                           ctx.meta.get("phonestream.latency", "balanced"),

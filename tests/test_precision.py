@@ -113,6 +113,16 @@ def test_cli_dtype_option_and_errors(tiny_model_dir):
         assert len(err.splitlines()) == 1 and "not supported by CTranslate2 on this CPU" in err, err
 
 
+def test_batch_command_takes_dtype_to_its_workers(wav_file, tmp_path):
+    import ctranslate2
+
+    if "bfloat16" in ctranslate2.get_supported_compute_types("cpu"):
+        pytest.skip("this CPU runs CTranslate2 in bfloat16: no unsupported dtype to ask for")
+    proc = run("batch", wav_file.parent, "-o", tmp_path / "out.jsonl", "-j", "1", "--dtype", "bfloat16", check_rc=2)
+    last = proc.stderr.decode().strip().splitlines()[-1]  # after the progress bar's line
+    assert last.startswith("phonestream: error: ") and "--dtype bfloat16 is not supported by CTranslate2" in last
+
+
 def test_warmup_batch_sizes():
     assert warmup_batch_sizes(1024, "cuda") == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     assert warmup_batch_sizes(48, "cuda:0") == [1, 2, 4, 8, 16, 32, 48]
