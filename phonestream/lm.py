@@ -23,7 +23,7 @@ from pathlib import Path
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10 = math.log(10)
 _STRESS = re.compile(r"\d")
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)*")  # a word to look up in the dictionary
+_TOKEN = re.compile(r"[^\W_]+(?:['\u2019][^\W_]+)*")  # a word: letters or digits, apostrophes inside
 _KEY = re.compile(r"[a-z']+")  # a word of a sentence's comparison key (:func:`normalise`)
 
 
@@ -87,11 +87,24 @@ def load_dictionary(path: str | None = None) -> dict[str, list[str]]:
     return {word: prons[0] for word, prons in load_pronunciations(path).items()}
 
 
+def words(text: str) -> list[str]:
+    """The words of a text as written: runs of letters or digits, apostrophes inside kept, punctuation
+    dropped (``"Don't, 2 cats!"`` -> ``["Don't", "2", "cats"]``). The LM's sentences and the pronunciation
+    check's expected text are split by this one rule."""
+    return _TOKEN.findall(text)
+
+
+def word_key(word: str) -> str:
+    """A word as the dictionary spells it: lower case, a typographic apostrophe as ``'``."""
+    return word.lower().replace("\u2019", "'")
+
+
 def sentence_phones(text: str, dictionary: dict[str, list[str]]) -> list[str] | None:
-    """Phonemes of a sentence by dictionary lookup, or None when a word is missing."""
+    """Phonemes of a sentence by dictionary lookup (:func:`words`, :func:`word_key`), or None when a word
+    is missing (a number written in digits is a missing word, not a silent gap)."""
     out: list[str] = []
-    for word in _WORD.findall(text.lower().replace("\u2019", "'")):
-        pron = dictionary.get(word)
+    for word in words(text):
+        pron = dictionary.get(word_key(word))
         if pron is None:
             return None
         out += pron

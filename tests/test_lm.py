@@ -74,3 +74,14 @@ def test_lm_build_command_excludes_evaluation_text(tmp_path):
 def test_default_dictionary_is_the_cmu_one():
     d = load_dictionary()
     assert d["cat"] == ["K", "AE", "T"] and len(d) > 100_000
+
+
+def test_lm_text_and_the_check_split_words_by_one_rule():
+    from phonestream.check import expected_words
+    from phonestream.lm import sentence_phones, word_key, words
+
+    assert words("Don\u2019t, 2 cats!") == ["Don\u2019t", "2", "cats"] and word_key("Don\u2019t") == "don't"
+    d = {"don't": ["D", "OW", "N", "T"], "cats": ["K", "AE", "T", "S"]}
+    assert sentence_phones("Don\u2019t cats.", d) == ["D", "OW", "N", "T", "K", "AE", "T", "S"]
+    assert sentence_phones("Don't 2 cats", d) is None  # a number in digits is a missing word, not a gap
+    assert [w.text for w in expected_words("Don\u2019t, cats!")] == words("Don\u2019t, cats!") == ["Don\u2019t", "cats"]
