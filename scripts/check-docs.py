@@ -12,8 +12,9 @@ Prints one row per check (ok / FAIL and what differed) and exits 1 if any failed
   model's windows and presets, the pronunciation check's threshold, the 39 symbols of ``phonestream
   phonemes`` and the IPA example;
 - with the shipped model (seconds; ``--skip-model`` leaves it out): the README's first transcript line of
-  ``phonestream stream phonestream/samples/LJ001-0001.flac`` (time and phonemes), and the keys of the
-  JSON examples (phoneme, partial, summary, word events) against the events the same commands print.
+  ``phonestream stream phonestream/samples/LJ001-0001.flac`` (time and phonemes), the keys of the JSON
+  examples (phoneme, partial, summary, word events) against the events the same commands print, and the
+  windows and model named in the example hello, ready and summary messages.
 
 The expensive figures (PER tables, speed, install sizes) are not rerun here: each has its command beside
 it in the docs.
@@ -183,6 +184,17 @@ def check_sample() -> list[tuple[str, str]]:
         got = [p["phoneme"] for p in phonemes[: len(quoted)]]
         if got != quoted or f"{phonemes[0]['start']:.2f}" != m.group(1):
             failures.append(("README.md", f"first line: streamed {phonemes[0]['start']:.2f} {' '.join(got)}"))
+    windows = {k: events[-1][k] for k in ("chunk_ms", "left_ms", "right_ms")}
+    for path in DOCS:  # the docs' example messages are the shipped model's, at its default windows
+        for example in re.findall(r'\{"type":"(?:hello|ready|summary)".*', _text(path)):
+            for key, value in windows.items():
+                m = re.search(f'"{key}":(\\d+)', example)
+                if m and int(m.group(1)) != value:
+                    failures.append((path.name, f"example {example[:30]}...: {key} {m.group(1)}, default {value}"))
+            m = re.search(r'"model":"(Whisper[^"]*)"', example)
+            if m and m.group(1) != events[-1]["model"]:
+                failures.append((path.name, f"example names the model {m.group(1)!r}; the shipped one is "
+                                            f"{events[-1]['model']!r}"))
     checked = _json_events(["check", SAMPLE, "--text", SAMPLE_TEXT, "--json"])
     by_type = {}
     for e in events + checked:
