@@ -413,6 +413,8 @@ def _stderr():
               "the zero-cost stand-in (default: a random wav2vec2-base-sized model).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=None, type=int)
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES),
+              help="Precision of the model, as for stream (auto: half precision on cuda).")
 @click.option("--config", "configs", multiple=True,
               help="CHUNK/LEFT/RIGHT in ms or a latency preset (low, balanced, accurate); repeat to compare.")
 @click.option("--chunk-ms", default=None, type=int, help="New audio per model step (overrides --config's).")
@@ -433,8 +435,8 @@ def _stderr():
               help="With --streams: how long a ready window waits for others (as serve's).")
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
-def bench(model, device, threads, configs, chunk_ms, left_ms, right_ms, decoder, streams_, seconds, minutes, feed_ms,
-          max_batch, max_wait_ms, json_out) -> None:
+def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, streams_, seconds, minutes,
+          feed_ms, max_batch, max_wait_ms, json_out) -> None:
     """Real-time factor, per-chunk latency, emission delay and memory of streaming; with --streams, how many
     real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
@@ -447,13 +449,13 @@ def bench(model, device, threads, configs, chunk_ms, left_ms, right_ms, decoder,
         if minutes is not None:
             raise ValueError("--minutes is for the single-stream memory check; with --streams give --seconds")
     if model is None:
-        loaded = bench_mod.random_base_model(device, threads)
+        loaded = load_model("random-base", device=device, threads=threads, dtype=dtype)
     elif model == "null":
         from .models.null import NullModel
 
         loaded = NullModel()
     else:
-        loaded = load_model(None if model == "default" else model, device=device, threads=threads)
+        loaded = load_model(None if model == "default" else model, device=device, threads=threads, dtype=dtype)
     cfgs = bench_mod.parse_configs(list(configs), loaded)
     cfgs = [StreamConfig(c.chunk_ms if chunk_ms is None else chunk_ms, c.left_ms if left_ms is None else left_ms,
                          c.right_ms if right_ms is None else right_ms) for c in cfgs]
