@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,7 +48,10 @@ def _lae(a: float, b: float) -> float:
     return a + math.log1p(math.exp(b - a))
 
 
-@dataclass
+_first = operator.itemgetter(0)
+
+
+@dataclass(slots=True)
 class _Hyp:
     """One prefix beyond the committed phonemes: scores, LM state and its best path's timing."""
 
@@ -185,28 +189,28 @@ class BeamDecoder:
         k = min(self.top_k, phones.shape[1])
         top = np.argpartition(-phones, k - 1, axis=1)[:, :k] if k < phones.shape[1] else \
             np.tile(np.arange(phones.shape[1]), (len(phones), 1))
-        cands = []
-        for row, idx in zip(phones, top):
-            vals = row[idx]
-            keep = vals > self.prune_logp
-            cands.append([(int(self._phone_ids[i]), float(v)) for i, v in zip(idx[keep], vals[keep])])
+        # one numpy pass over the block, then plain lists (numpy calls per frame cost more than the search)
+        vals = np.take_along_axis(phones, top, axis=1)
+        keep = (vals > self.prune_logp).tolist()
+        cands = [[(i, v) for i, v, k in zip(ids, row, kept) if k]
+                 for ids, row, kept in zip(self._phone_ids[top].tolist(), vals.tolist(), keep)]
         return blank, cands
 
     def _search(self, beams: dict[tuple[int, ...], _Hyp], log_probs: np.ndarray, first_frame: int,
                 last_committed: int) -> dict[tuple[int, ...], _Hyp]:
         blank_lp, cands = self._candidates(log_probs)
+        blank_lps = blank_lp.tolist()
         lm = self._lm
-        for t in range(len(log_probs)):
+        for t, row in enumerate(log_probs.tolist()):
             frame = first_frame + t
-            row = log_probs[t]
-            b_lp = float(blank_lp[t])
+            b_lp = blank_lps[t]
             if not cands[t]:
                 # no phoneme is a candidate (most frames of a peaky CTC model): every prefix only
                 # stays, so the set of prefixes and their order barely change; update in place
                 for tokens, h in beams.items():
                     last = tokens[-1] if tokens else last_committed
                     stay_b = _lae(h.pb, h.pnb) + b_lp
-                    stay_nb = h.pnb + float(row[last]) if last >= 0 and h.pnb > NEG_INF else NEG_INF
+                    stay_nb = h.pnb + row[last] if last >= 0 and h.pnb > NEG_INF else NEG_INF
                     if stay_nb > stay_b and h.ends:
                         h.ends = (*h.ends[:-1], frame + 1)
                     h.pb, h.pnb = stay_b, stay_nb
@@ -217,7 +221,7 @@ class BeamDecoder:
                 last = tokens[-1] if tokens else last_committed
                 # stay: blank, or a repeat of the last phoneme (collapsed)
                 stay_b = total + b_lp
-                stay_nb = h.pnb + float(row[last]) if last >= 0 and h.pnb > NEG_INF else NEG_INF
+                stay_nb = h.pnb + row[last] if last >= 0 and h.pnb > NEG_INF else NEG_INF
                 ends = h.ends
                 if stay_nb > stay_b and ends:
                     ends = (*ends[:-1], frame + 1)
@@ -249,11 +253,12 @@ class BeamDecoder:
     def _prune(self, new: dict[tuple[int, ...], _Hyp]) -> dict[tuple[int, ...], _Hyp]:
         """The ``beam`` best hypotheses, less those ``beam_prune_logp`` or more below the best (they
         could never win, and would hold back agreement and so the commits)."""
-        ranked = sorted(new.items(), key=lambda kv: kv[1].score, reverse=True)[: self.beam]
-        floor = ranked[0][1].score + self.beam_prune_logp
+        ranked = sorted([(_lae(h.pb, h.pnb), tokens, h) for tokens, h in new.items()], key=_first,
+                        reverse=True)[: self.beam]
+        floor = ranked[0][0] + self.beam_prune_logp
         kept = {}
-        for tokens, h in ranked:
-            if h.score < floor:
+        for score, tokens, h in ranked:
+            if score < floor:
                 break
             h.best = NEG_INF
             kept[tokens] = h

@@ -189,7 +189,7 @@ def test_null_model_gives_speech_like_posteriors_of_the_right_shape_and_rate():
     assert not np.array_equal(outputs[1], outputs[2])  # two windows, two stretches of the table
     minute = outputs[-1]
     assert 0.5 < (minute.argmax(axis=1) == model.vocab.blank_id).mean() < 0.9  # mostly blank, like CTC on speech
-    assert 8 * 60 < len(greedy_phonemes(minute, model.vocab)) < 16 * 60  # read speech: about 12 phonemes a second
+    assert 6 * 60 < len(greedy_phonemes(minute, model.vocab)) < 14 * 60  # speech: about 9 phonemes a second
     with pytest.raises(ValueError, match="longer than its table"):
         model.log_probs_batch([np.zeros(16000 * 3600, np.float32)])
 

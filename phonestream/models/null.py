@@ -4,8 +4,8 @@
 everything *but* the model (cutting windows, batching, stitching, decoding, events): whatever time the
 worker spends is time a real model would not have.
 
-Its output looks like a peaky CTC model on speech: mostly blank, a phoneme every few frames (about 12
-per second, as in read English), each frame dominated by one symbol. The frames come from a table
+Its output looks like a peaky CTC model on speech: mostly blank, a phoneme every few frames (about 9
+per second, as the shipped model reads the sample recording), each frame dominated by one symbol. The frames come from a table
 drawn once from a seeded generator; each window gets a read-only view of the next stretch of it, so
 a call allocates nothing.
 """
@@ -64,7 +64,9 @@ class NullModel(CTCModel):
 
 def _peaky_table(rng: np.random.Generator, frames: int, vocab_size: int) -> np.ndarray:
     """``[2 * frames, vocab_size]`` float32 log posteriors (the second half repeats the first): runs of
-    blank (1-6 frames) and of one phoneme (1-3 frames), the leading symbol holding 0.55-0.99 of the mass."""
+    blank (1-6 frames) and of one phoneme (1-3 frames), the leading symbol holding most of the mass (as
+    peaky as the shipped model on speech: about half the frames have a phoneme above e^-5, the beam
+    search's candidate threshold)."""
     best = np.zeros(frames, np.int64)
     t = 0
     while t < frames:
@@ -72,10 +74,14 @@ def _peaky_table(rng: np.random.Generator, frames: int, vocab_size: int) -> np.n
         n = int(rng.integers(1, 4))
         best[t : t + n] = rng.integers(1, vocab_size)
         t += n
-    rest = rng.random((frames, vocab_size)) ** 4 + 1e-6  # the remaining mass spread unevenly, never 0
+    rest = rng.dirichlet(np.full(vocab_size, 0.05), frames) + 1e-9  # the rest on one or two symbols, never 0
     rest[np.arange(frames), best] = 0.0
-    lead = rng.uniform(0.55, 0.99, frames)
-    probs = rest / rest.sum(axis=1, keepdims=True) * (1 - lead)[:, None]
+    lead = 1 - 10 ** rng.uniform(-3.5, -0.5, frames)  # median 0.99, a tenth under 0.84
+    rest /= rest.sum(axis=1, keepdims=True)
+    speech = best != 0
+    rest[speech] *= 0.2  # beside a phoneme, most of the rest is blank
+    rest[speech, 0] += 0.8
+    probs = rest * (1 - lead)[:, None]
     probs[np.arange(frames), best] = lead
     table = np.log(np.concatenate([probs, probs])).astype(np.float32)
     table.flags.writeable = False
