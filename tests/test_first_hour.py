@@ -281,7 +281,7 @@ def test_readme_first_screen_explains_the_first_command():
     commands = re.findall(r"```sh\n(.*?)\n```", first_screen)
     assert commands[0].endswith("phonestream stream phonestream/samples/LJ001-0001.flac")
     assert commands[1] == (root / ".ci" / "run").read_text().strip().splitlines()[-1]
-    shown = re.search(r"```\n +0\.04 ([A-Z ]+)\n +printing +in +the", first_screen).group(1).split()
+    shown = re.search(r"```\n +\d+\.\d+ ([A-Z ]+)\n +printing +in +the", first_screen).group(1).split()
     assert set(shown) <= set(ARPABET)
     for word in ("ARPAbet", "phonestream phonemes", "--ipa", "confidence", "provisional"):
         assert word in first_screen, word
