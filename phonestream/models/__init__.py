@@ -13,12 +13,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
 from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, check_dtype, has_torch, require_hf
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
+#: The shape of a hub id, as ``huggingface_hub.utils.validate_repo_id`` checks it (with no ``--``, ``..``
+#: or ``.git`` ending).
+_HUB_ID = re.compile(r"(\b[\w\-.]+\b/)?\b[\w\-.]{1,96}\b", re.ASCII)
 #: The model name of :func:`random_base_model`.
 RANDOM_BASE = "random-base"
 
@@ -125,14 +129,18 @@ def looks_like_a_path(name: str) -> bool:
     """Whether a model name that is not an existing folder was meant as one rather than as a hub id:
     it starts with ``.``, ``/`` or ``~``, has a backslash or a trailing separator, is not shaped like
     a hub id (``name`` or ``namespace/name``), or its parent folder exists here (``models/typo``)."""
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     if name.startswith((".", "/", "~")) or "\\" in name or name.endswith("/"):
         return True
     try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # the light install has no hub client (it comes with [hf]): huggingface_hub's own rule
+        if not _HUB_ID.fullmatch(name) or "--" in name or ".." in name or name.endswith(".git"):
+            return True
+    else:
+        try:
+            validate_repo_id(name)
+        except HFValidationError:
+            return True
     parent = Path(name).parent
     return str(parent) not in ("", ".") and parent.is_dir()
 
