@@ -2,7 +2,8 @@
 # Issue 10's GPU check, prepared for a session that is lent a GPU (15 minutes of device time in all, one
 # command, 64 MiB carried; /work/.library/device/README.md). It measures, on the device:
 #   1. precision agreement (scripts/precision-agreement.py): float32 against bfloat16 / float16 / auto for a
-#      random wav2vec2-large and for the default model's shape, on the shipped recordings;
+#      random wav2vec2-large and for the default model's shape, on the shipped recordings; then
+#      `phonestream bench` (one stream, RTF and chunk compute) of the wav2vec2-large at auto and float32;
 #   2. `phonestream serve --device cuda --decoder greedy --max-batch 1024 --max-wait-ms 30` under
 #      `phonestream loadtest` at 64, 256, 512, 1024 real-time streams, each round split over --procs client
 #      processes run at once (their rows merged: worst process's p95, summed drops and errors), for
@@ -106,6 +107,14 @@ MODELS=(--model "$W2V")
 timeout 180 $PY scripts/precision-agreement.py "${MODELS[@]}" --device "$DEVICE" --decoder greedy \
     > "$OUT/precision.txt" 2>&1 || echo "precision agreement failed or timed out" >> "$OUT/precision.txt"
 cat "$OUT/precision.txt"
+
+echo "== single-stream bench ($(elapsed) s)"
+for dtype in auto float32; do
+    echo "--- bench --dtype $dtype" >> "$OUT/bench.txt"
+    timeout 120 $PY -m phonestream bench -m "$W2V" --device "$DEVICE" --dtype "$dtype" --config 640/480/160 \
+        --decoder greedy --seconds 20 >> "$OUT/bench.txt" 2>&1 || echo "bench --dtype $dtype failed" >> "$OUT/bench.txt"
+done
+cat "$OUT/bench.txt"
 
 # serve TAG MODEL_ARGS...: start a server in the background, wait for /health
 serve() {
