@@ -1,6 +1,8 @@
 """Shared fixtures: tiny randomly initialised models saved to temporary folders, and test audio.
 
-Nothing is downloaded: the real loading code runs on checkpoints the tests build themselves.
+Nothing is downloaded: the real loading code runs on checkpoints the tests build themselves. The tiny
+models are Hugging Face checkpoints: without the [hf] extra (PyTorch, transformers) the tests that use
+them are skipped, and the rest run (``scripts/test-without-torch.sh``).
 """
 
 from __future__ import annotations
@@ -11,15 +13,42 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-from transformers import Wav2Vec2Config, Wav2Vec2ForCTC, Wav2Vec2Model
+
+#: Packages of optional extras: a test module that imports one that is not installed is skipped, whole.
+EXTRA_OF = {"torch": "hf", "transformers": "hf", "ray": "ray"}
+
+
+class _ModuleNeedingExtras(pytest.Module):
+    """A test module that is reported as skipped, with the extra to install, when it imports a missing
+    package of an optional extra (the default install has no PyTorch)."""
+
+    def collect(self):
+        try:
+            return super().collect()
+        except self.CollectError as err:
+            missing = err.__cause__
+            if isinstance(missing, ModuleNotFoundError) and missing.name in EXTRA_OF:
+                extra = EXTRA_OF[missing.name]
+                pytest.skip(f"{self.path.name} needs {missing.name}: pip install 'phonestream[{extra}]'")
+            raise
+
+
+def pytest_pycollect_makemodule(module_path, parent):
+    return _ModuleNeedingExtras.from_parent(parent, path=module_path)
+
 
 SAMPLES = Path(__file__).resolve().parent.parent / "phonestream" / "samples"
 VOCAB = ("<pad>", "AA", "B", "K", "S", "|")
 
 
-def tiny_config(vocab_size: int = len(VOCAB), layer_norm: bool = True) -> Wav2Vec2Config:
-    return Wav2Vec2Config(
+def hf():
+    """``(torch, transformers)``, or skip the calling test when the [hf] extra is not installed."""
+    reason = "needs PyTorch and transformers: pip install 'phonestream[hf]'"
+    return pytest.importorskip("torch", reason=reason), pytest.importorskip("transformers", reason=reason)
+
+
+def tiny_config(vocab_size: int = len(VOCAB), layer_norm: bool = True):
+    return hf()[1].Wav2Vec2Config(
         vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
         conv_dim=(16,) * 7, feat_extract_norm="layer" if layer_norm else "group", do_stable_layer_norm=layer_norm,
         num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, pad_token_id=0,
@@ -27,8 +56,9 @@ def tiny_config(vocab_size: int = len(VOCAB), layer_norm: bool = True) -> Wav2Ve
 
 
 def save_ctc(folder: Path, vocab=VOCAB, layer_norm: bool = True, head_size: int | None = None, seed: int = 0) -> Path:
+    torch, transformers = hf()
     torch.manual_seed(seed)
-    model = Wav2Vec2ForCTC(tiny_config(head_size or len(vocab), layer_norm))
+    model = transformers.Wav2Vec2ForCTC(tiny_config(head_size or len(vocab), layer_norm))
     with torch.no_grad():  # spread the head so random models emit varied phonemes, not one long run
         model.lm_head.weight.mul_(40.0)
     model.save_pretrained(folder)
@@ -49,9 +79,10 @@ def tiny_group_norm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> Path:
+    torch, transformers = hf()
     folder = tmp_path_factory.mktemp("tiny_encoder")
     torch.manual_seed(1)
-    Wav2Vec2Model(tiny_config()).save_pretrained(folder)
+    transformers.Wav2Vec2Model(tiny_config()).save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000, "do_normalize": True}))
     return folder
 

@@ -41,9 +41,10 @@ def _save_with_processor(folder, tmp_path, rate: int, normalize: bool, how: str)
     (``preprocessor_config.json``)."""
     import json
 
-    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
+    from .conftest import VOCAB, hf, tiny_config
 
-    from .conftest import VOCAB, tiny_config
+    hf()  # skips without the [hf] extra
+    from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
 
     Wav2Vec2ForCTC(tiny_config()).save_pretrained(folder)
     vocab = tmp_path / f"vocab-{how}.json"
@@ -60,9 +61,12 @@ def _save_with_processor(folder, tmp_path, rate: int, normalize: bool, how: str)
 
 def test_feature_extractor_settings_are_read_both_ways(tmp_path):
     import numpy as np
-    import torch
 
     from phonestream.models import load_model
+
+    from .conftest import hf
+
+    torch, _ = hf()
 
     for how, written in (("processor", "processor_config.json"), ("extractor", "preprocessor_config.json")):
         folder = _save_with_processor(tmp_path / how, tmp_path, 8000, False, how)
