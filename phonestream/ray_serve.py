@@ -74,7 +74,10 @@ class PhonestreamReplica:
         self.tally = HealthTally.options(name=TALLY, get_if_exists=True, lifetime="detached").remote()
 
     def __serve_build_asgi_app__(self):
-        return self._asgi
+        async def asgi(scope, receive, send) -> None:  # a plain function: uvicorn takes a bound method for ASGI 2
+            await self._asgi(scope, receive, send)
+
+        return asgi
 
     async def _health(self) -> dict[str, Any]:
         """This replica's own ``/health``."""
