@@ -29,32 +29,12 @@ from .audio import load_audio
 from .decoding import GreedyDecoder
 from .engine import Recognizer
 from .metrics import stats
-from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, Vocabulary, warmup_batch_sizes
-from .phones import ARPABET
+from .models import random_base_model
+from .models.base import LATENCY_PRESETS, CTCModel, StreamingDefaults, warmup_batch_sizes
 from .scheduler import BatchScheduler, Close
 from .streaming import StreamConfig
 
 SAMPLE = Path(__file__).resolve().parent / "samples" / "LJ001-0001.flac"
-
-
-def random_base_model(device: str = "cpu", threads: int | None = None) -> CTCModel:
-    """A randomly initialised wav2vec2-base-sized CTC model over the 39 ARPAbet phonemes (needs the [hf] extra)."""
-    from .models.base import require_hf
-
-    require_hf("the random wav2vec2-base benchmark model")
-    import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
-
-    from .models.hf import HFCTCModel
-
-    if threads is not None:
-        torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    vocab = Vocabulary(("<pad>", *ARPABET), 0)
-    model = Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=len(vocab), pad_token_id=0))
-    m = HFCTCModel(model, vocab, 16000, do_normalize=False, device=device)
-    m.description = "random wav2vec2-base " + m.description
-    return m
 
 
 def rss_mb() -> float:
