@@ -135,17 +135,10 @@ def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_
     ctx = click.get_current_context(silent=True)
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
                         threads=threads, dtype=ctx.meta.get("phonestream.dtype", "auto") if ctx else "auto")
-    kwargs = {}
-    if decoding:
-        from .endpoint import EndpointConfig
+    from .batch import decoder_options
 
-        d = dict(decoding)
-        kwargs = {k: d[k] for k in ("decoder", "beam", "lm", "lm_weight", "insertion_bonus") if d.get(k) is not None}
-        kwargs["endpoint"] = EndpointConfig(d["endpoint_rule1"], d["endpoint_rule2"], d["max_utterance"]) \
-            if d["endpoint"] else False
-        if d.get("silence_db") is not None:
-            kwargs["silence_db"] = d["silence_db"]
-    recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms), **kwargs)
+    recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms),
+                            **(decoder_options(decoding) if decoding else {}))
     if warmup:
         loaded.warmup()
     return recognizer
