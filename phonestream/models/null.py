@@ -1,13 +1,12 @@
 """A zero-cost stand-in model: CTC posteriors of the right shape and frame rate, computed by nobody.
 
 ``phonestream bench --streams N --model null`` puts it behind the server's scheduler to measure
-everything *but* the model (cutting windows, batching, stitching, decoding, events): whatever time the
-worker spends is time a real model would not have.
+everything *but* the model (cutting windows, batching, stitching, decoding, events): all the worker's
+time is then spent outside the model.
 
-Its output looks like a peaky CTC model on speech: mostly blank, a phoneme every few frames (about 9
-per second, as the shipped model reads the sample recording), each frame dominated by one symbol. The frames come from a table
-drawn once from a seeded generator; each window gets a read-only view of the next stretch of it, so
-a call allocates nothing.
+Its output looks like a peaky CTC model on speech: mostly blank, a phoneme every few frames (about 9 a
+second), each frame dominated by one symbol. The frames come from a table drawn once from a seeded
+generator; each window gets a read-only view of the next stretch of it, so a call allocates nothing.
 """
 
 from __future__ import annotations
