@@ -148,14 +148,17 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
         boxes = [_Outbox(t0, done, pending) for _ in range(streams)]
         sessions = [scheduler.open(recognizer.stream(keep_phonemes=False), box) for box in boxes]  # type: ignore[arg-type]
         sent = np.zeros(streams, np.int64)
+        feed = scheduler.feed
         before = _counters(scheduler)
         while True:
             now = time.perf_counter() - t0
             due = np.minimum(total, np.maximum(0, ((now - starts) * sr).astype(np.int64)) // piece * piece)
-            for i in np.flatnonzero(due > sent).tolist():
-                a, b = offsets[i] + sent[i], offsets[i] + due[i]
-                scheduler.feed(sessions[i], tape[a:b])
-                sent[i] = due[i]
+            ready = np.flatnonzero(due > sent)
+            # plain ints from here: numpy scalars per stream and tick cost as much as the feed itself
+            froms, tos = (offsets[ready] + sent[ready]).tolist(), (offsets[ready] + due[ready]).tolist()
+            for i, a, b in zip(ready.tolist(), froms, tos):
+                feed(sessions[i], tape[a:b])
+            sent[ready] = due[ready]
             if sent.min() >= total:
                 break
             await asyncio.sleep(max(0.0, feed_ms / 1000 - (time.perf_counter() - t0 - now)))
