@@ -93,7 +93,7 @@ def batch(input_, out, offline, events, compare_offline, workers, ray_address, w
     print_rows([{"files": report.done, "errors": report.errors, "skipped (in --out)": report.skipped,
                  "audio s": report.audio_s, "workers": report.workers, "startup s": report.startup_s,
                  "wall s": report.wall_s, "files/min": report.files_per_minute,
-                 "audio min/min": round(report.audio_s / report.wall_s, 1) if report.wall_s else None}],
+                 "x real time": round(report.audio_s / report.wall_s, 1) if report.wall_s else None}],
                f"batch {input_} -> {out} ({'offline' if offline else 'streaming'}, "
                f"{'Ray ' + ray_address if ray_address else 'local processes'}; wall s and files/min: from the "
                "first file to the last line, after the models loaded)")
