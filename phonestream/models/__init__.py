@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .backbone import BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
+from .backbone import MODEL_FILE, BackboneCTCModel, assemble, load_backbone, load_backbone_model, read_vocab_file
 from .base import CTCModel, ModelError, StreamingDefaults, Vocabulary, check_dtype, has_torch, require_hf
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
@@ -84,14 +84,14 @@ def load_model(
         symbols = read_vocab_file(vocab)  # before the (slow) backbone, so a bad file fails fast
         return assemble(load_backbone(str(backbone), device, dtype=dtype), symbols, {"type": head_type}, head)
     if name is None:
-        if not (DEFAULT_MODEL_DIR / "phonestream.json").exists():
+        if not (DEFAULT_MODEL_DIR / MODEL_FILE).exists():
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
         return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype), DEFAULT_MODEL_DIR)
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
-    if path.is_dir() and (path / "phonestream.json").exists():
+    if path.is_dir() and (path / MODEL_FILE).exists():
         return _with_source(load_backbone_model(path, device, dtype), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")

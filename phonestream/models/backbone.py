@@ -26,6 +26,9 @@ from .whisper import CONFIG_KEY as WHISPER_KEY
 from .whisper import WhisperBackbone
 
 FORMAT = "phonestream-backbone-head"
+#: The files of a model folder: its description (what makes a folder a phonestream model), the
+#: vocabulary and the head's weights.
+MODEL_FILE, VOCAB_FILE, HEAD_FILE = "phonestream.json", "vocab.txt", "head.safetensors"
 BLANK = "<blank>"
 #: ``type`` of a Hugging Face encoder in a backbone config (the Whisper encoder's is :data:`WHISPER_KEY`).
 HF_ENCODER_KEY = "hf-encoder"
@@ -116,22 +119,25 @@ class BackboneCTCModel(CTCModel):
 
 
 def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head: Head, vocab: Vocabulary,
-                      streaming: StreamingDefaults) -> None:
+                      streaming: StreamingDefaults, training: dict[str, Any] | None = None) -> None:
     """Write the folder form described in this module's docstring for a head on the backbone that
-    ``backbone_config`` describes (:meth:`Backbone.config`), without loading that backbone."""
+    ``backbone_config`` describes (:meth:`Backbone.config`), without loading that backbone; ``training``
+    (how the head was trained) is kept in the description as it is."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    save_vocab_file(folder / "vocab.txt", vocab)
-    head.save(folder / "head.safetensors")
-    _umask_mode(folder / "head.safetensors")  # safetensors writes 0600; the folder is meant to be shared
+    save_vocab_file(folder / VOCAB_FILE, vocab)
+    head.save(folder / HEAD_FILE)
+    _umask_mode(folder / HEAD_FILE)  # safetensors writes 0600; the folder is meant to be shared
     meta = {
         "format": FORMAT,
         "backbone": backbone_config,
-        "head": {**head.spec, "weights": "head.safetensors"},
-        "vocab": "vocab.txt",
+        "head": {**head.spec, "weights": HEAD_FILE},
+        "vocab": VOCAB_FILE,
         "streaming": streaming.to_dict(),
     }
-    (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if training:
+        meta["training"] = training
+    (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def read_vocab_file(path: str | Path) -> Vocabulary:
@@ -180,12 +186,12 @@ def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "a
     (the head always runs in float32)."""
     folder = Path(folder)
     try:
-        meta = json.loads((folder / "phonestream.json").read_text())
+        meta = json.loads((folder / MODEL_FILE).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read {folder / 'phonestream.json'}: {err}") from None
+        raise ModelError(f"cannot read {folder / MODEL_FILE}: {err}") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{folder} is not a {FORMAT} folder")
-    vocab = read_vocab_file(folder / meta.get("vocab", "vocab.txt"))
+    vocab = read_vocab_file(folder / meta.get("vocab", VOCAB_FILE))
     backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype)
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")

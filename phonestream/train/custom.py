@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..models import DEFAULT_MODEL_DIR
-from ..models.backbone import HF_ENCODER_KEY, load_backbone, read_vocab_file
+from ..models.backbone import HF_ENCODER_KEY, MODEL_FILE, load_backbone, read_vocab_file
 from ..models.base import StreamingDefaults
 from .cli import TrainError
 from .states import Item
@@ -109,7 +109,7 @@ def fit_custom(backbone_path: str, vocab_file: Path, manifest: Path, out: Path, 
         raise TrainError(f"--out {out} is the shipped default model; choose another folder")
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "phonestream.json").exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / MODEL_FILE).exists():
         raise TrainError(f"--out {out} is a folder with other files in it; choose a new or model folder")
     vocab = read_vocab_file(vocab_file)
     if vocab.blank_id != 0:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from multiprocessing import get_context
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.backbone import load_backbone, save_model_folder
+from ..models.backbone import HEAD_FILE, MODEL_FILE, VOCAB_FILE, load_backbone, save_model_folder
 from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
@@ -126,14 +125,11 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     head.load_state_dict(saved["head"])
     head = head.eval()
     if out_dir.exists():
-        for f in ("phonestream.json", "head.safetensors", "vocab.txt"):
+        for f in (MODEL_FILE, HEAD_FILE, VOCAB_FILE):
             (out_dir / f).unlink(missing_ok=True)
-    save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming)
+    save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming,
+                      training=extra_meta)
     if backbone_spec["type"] == WHISPER_KEY and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)
-    if extra_meta:
-        meta = json.loads((out_dir / "phonestream.json").read_text())
-        meta["training"] = extra_meta
-        (out_dir / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out_dir
