@@ -9,6 +9,7 @@ The pipeline, one module per stage, in the order audio flows:
 - :mod:`phonestream.events`     committed phonemes, partials, summaries (and their JSON)
 - :mod:`phonestream.metrics`    latency, real-time factor, edit distances
 - :mod:`phonestream.engine`     Recognizer / Stream: the stages above wired together
+- :mod:`phonestream.manifest`   labelled recordings (TSV manifests) for evaluation, LM text and training
 - :mod:`phonestream.evaluate`, :mod:`phonestream.bench`  accuracy and speed measurement
 - :mod:`phonestream.cli`        the command line, a thin layer over all of this
 
@@ -18,7 +19,8 @@ Quick use::
     rec = Recognizer(load_model())              # the shipped default model
     stream = rec.stream()
     for event in stream.accept(samples): ...    # mono float32 at rec.model.sample_rate
-    for event in stream.finish(): ...
+    for event in stream.finish(): ...           # the tail, then a Summary (offline=True: compared with
+                                                # decoding the whole audio at once, if kept: stream(keep_audio=True))
 """
 
 from .audio import AudioError, load_audio
