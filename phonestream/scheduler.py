@@ -120,8 +120,10 @@ class BatchScheduler:
         self.largest_batch = 0
         self.skipped = 0  # silent windows decoded without the model
         self.busy_s = 0.0  # in batches: silence checks and the forward passes
-        self.model_s = 0.0  # in the forward passes alone
-        self.worker_s = 0.0  # the worker doing anything (not waiting for audio)
+        # (seconds so far, start of the span in progress or None), replaced whole so that another thread
+        # reads a consistent pair: the worker doing anything (not waiting for audio), and in forward passes
+        self._worker_busy: tuple[float, float | None] = (0.0, None)
+        self._model_busy: tuple[float, float | None] = (0.0, None)
         self.worker_cpu_s = 0.0  # CPU time of the worker thread
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -140,6 +142,16 @@ class BatchScheduler:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+
+    @property
+    def worker_s(self) -> float:
+        """Seconds the worker has spent doing anything (not waiting for audio), the current round included."""
+        return _so_far(self._worker_busy)
+
+    @property
+    def model_s(self) -> float:
+        """Seconds the worker has spent in forward passes, the current one included."""
+        return _so_far(self._model_busy)
 
     @property
     def alive(self) -> bool:
@@ -235,6 +247,7 @@ class BatchScheduler:
                     self._flush()
                     return
                 started, started_cpu = time.perf_counter(), time.thread_time()
+                self._worker_busy = (self._worker_busy[0], started)
                 jobs, self._jobs = list(self._jobs), collections.deque()
                 # no more sessions than the batch has room for: the others stay first in line for the next
                 # round (looking at every ready session and deferring most was quadratic once streams
@@ -287,7 +300,7 @@ class BatchScheduler:
                         if s._queued >= s._need:  # it came while the worker was busy
                             self._mark(s)
             self._flush()
-            self.worker_s += time.perf_counter() - started
+            self._worker_busy = (self._worker_busy[0] + time.perf_counter() - started, None)
             self.worker_cpu_s += time.thread_time() - started_cpu
 
     def _collect(self, session: Session, capacity: int) -> list[Window]:
@@ -383,10 +396,11 @@ class BatchScheduler:
     def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
         """One ``log_probs_batch``, checked to give one output per window."""
         t0 = time.perf_counter()
+        self._model_busy = (self._model_busy[0], t0)
         try:
             outputs = list(self.model.log_probs_batch(audio))
         finally:
-            self.model_s += time.perf_counter() - t0
+            self._model_busy = (self._model_busy[0] + time.perf_counter() - t0, None)
         if len(outputs) != len(audio):
             raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(audio)} windows")
         return outputs
@@ -441,6 +455,11 @@ class BatchScheduler:
             loop.call_soon_threadsafe(settle, ok, result)
         except RuntimeError:
             pass
+
+
+def _so_far(busy: tuple[float, float | None]) -> float:
+    total, since = busy
+    return total if since is None else total + time.perf_counter() - since
 
 
 def _deliver_all(parcels: list[tuple[Session, list, bool]]) -> None:
