@@ -116,6 +116,10 @@ class Summary:
 Event = Phoneme | Partial | Endpoint | Word | Summary
 
 
+# one encoder for every event: json.dumps with options builds a new one per call
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def to_json(event: Event) -> str:
     """One event as a compact JSON line (IPA and other non-ASCII symbols kept as they are)."""
-    return json.dumps(event.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(event.to_dict())
