@@ -701,10 +701,12 @@ def _soak(net, url, streams_, minutes, seconds, file_, pcm_format, token, bad_pe
     print_rows([{"streams": r["streams"], "minutes": r["minutes"], "good conns": r["good_connections"],
                  "bad clients": r["bad_clients"], "unanswered": len(r["unanswered"]), "errors": r["errors"],
                  "dropped s": r["dropped_s"], "delay s": r["emission_delay_s"], "lag s": r["lag_s"],
-                 "RSS start / 1st min / end / max MB": f"{r['rss_start_mb']} / {r['rss_first_minute_mb']} / "
-                                                       f"{r['rss_end_mb']} / {r['rss_max_mb']}",
+                 "RSS start / 1st min / last min / max MB": f"{r['rss_start_mb']} / {r['rss_first_minute_mb']} / "
+                                                            f"{r['rss_last_minute_mb']} / {r['rss_max_mb']}",
+                 "RSS growth": f"{r['rss_growth_pct']:+.1f} %",
                  "server ok": "yes" if r["server_ok"] else "NO"}],
-               f"soak {url}: {r['wall_s']} s, hostile clients {r['bad_per_s']}/s (seed {seed}); cells p50 / p95")
+               f"soak {url}: {r['wall_s']} s, hostile clients {r['bad_per_s']}/s (seed {seed}); cells p50 / p95; "
+               "RSS 1st / last min: medians of the server's RSS over 30-90 s and over the last minute")
     print_rows([{"bad client": kind, "answers": ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))}
                 for kind, answers in sorted(r["outcomes"].items())], "how the server answered the hostile clients")
     for line in r["unanswered"][:10]:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import random
 import signal
+import statistics
 import time
 import urllib.error
 import urllib.request
@@ -547,10 +548,22 @@ async def _soak(url: str, minutes: float, n: int, audio: np.ndarray, rate: int, 
     watcher.cancel()
     end = await asyncio.to_thread(_health, url, token)
     rss.append((time.perf_counter() - t0, end["rss_mb"]))
-    first_minute = next((mb for t, mb in rss if t >= 60), rss[-1][1])
+    first_minute, last_minute = rss_window(rss, 30, 90), rss_window(rss, rss[-1][0] - 60, rss[-1][0])
     return {"results": results, "outcomes": outcomes, "unanswered": unanswered, "rss_start_mb": rss[0][1],
-            "rss_first_minute_mb": first_minute, "rss_end_mb": rss[-1][1], "rss_max_mb": max(mb for _, mb in rss),
+            "rss_first_minute_mb": first_minute, "rss_last_minute_mb": last_minute,
+            "rss_growth_pct": round(100 * (last_minute / first_minute - 1), 1),
+            "rss_end_mb": rss[-1][1], "rss_max_mb": max(mb for _, mb in rss),
             "server_ok": end["status"] == "ok", "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def rss_window(samples: list[tuple[float, float]], start_s: float, end_s: float) -> float:
+    """Median RSS (MB) of the ``(seconds, MB)`` samples taken between ``start_s`` and ``end_s``, or the
+    sample nearest that window: one sample swings by the transient buffers of a batch in flight, a
+    median over a minute does not."""
+    inside = [mb for t, mb in samples if start_s <= t <= end_s]
+    if not inside:
+        return min(samples, key=lambda s: min(abs(s[0] - start_s), abs(s[0] - end_s)))[1]
+    return round(float(statistics.median(inside)), 1)
 
 
 def soak(url: str, minutes: float, streams: int = 8, seconds: float = 60.0, file: str | Path = SAMPLE,

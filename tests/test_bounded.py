@@ -135,3 +135,14 @@ def test_freed_buffers_leave_the_process(mode):
         assert left > 0.8 * grown, f"the control released {grown - left:.1f} MB: the case no longer fragments"
     else:
         assert left < 0.2 * grown, f"{left:.1f} of {grown:.1f} MB still resident ({mode})"
+
+
+def test_soak_rss_figures_are_medians_over_a_minute():
+    """One /health sample can catch a batch's transient buffers; the soak compares minute medians."""
+    from phonestream.client import rss_window
+
+    samples = [(0.0, 180.0), (35.0, 200.0), (60.0, 260.0), (85.0, 202.0), (600.0, 210.0), (640.0, 205.0),
+               (660.0, 300.0), (700.0, 206.0)]
+    assert rss_window(samples, 30, 90) == 202.0
+    assert rss_window(samples, 640, 700) == 206.0
+    assert rss_window(samples, 500, 560) == 210.0  # no sample inside: the nearest one
