@@ -706,7 +706,8 @@ def _soak(net, url, streams_, minutes, seconds, file_, pcm_format, token, bad_pe
                  "RSS growth": f"{r['rss_growth_pct']:+.1f} %",
                  "server ok": "yes" if r["server_ok"] else "NO"}],
                f"soak {url}: {r['wall_s']} s, hostile clients {r['bad_per_s']}/s (seed {seed}); cells p50 / p95; "
-               "RSS 1st / last min: medians of the server's RSS over 30-90 s and over the last minute")
+               "RSS 1st / last min: medians of the server's RSS over 30-90 s and over the last minute with every "
+               "good stream live")
     print_rows([{"bad client": kind, "answers": ", ".join(f"{k} x{v}" for k, v in sorted(answers.items()))}
                 for kind, answers in sorted(r["outcomes"].items())], "how the server answered the hostile clients")
     for line in r["unanswered"][:10]:

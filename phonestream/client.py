@@ -497,6 +497,7 @@ async def _soak(url: str, minutes: float, n: int, audio: np.ndarray, rate: int, 
     outcomes: dict[str, dict[str, int]] = {}
     unanswered: list[str] = []
     rss: list[tuple[float, float]] = []
+    loaded: list[tuple[float, float]] = []  # the samples taken while all n good streams were live
     t0 = time.perf_counter()
 
     async def good(i: int) -> None:
@@ -525,6 +526,8 @@ async def _soak(url: str, minutes: float, n: int, audio: np.ndarray, rate: int, 
         while True:
             h = await asyncio.to_thread(_health, url, token)
             rss.append((time.perf_counter() - t0, h["rss_mb"]))
+            if h["streams"] >= n:  # every good stream live: the samples the growth is judged on
+                loaded.append(rss[-1])
             if on_progress is not None:
                 on_progress(f"{rss[-1][0] / 60:.1f} min: server RSS {h['rss_mb']} MB, {h['streams']} streams, "
                             f"{len(results)} good streams done, {sum(sum(c.values()) for c in outcomes.values())} "
@@ -548,7 +551,8 @@ async def _soak(url: str, minutes: float, n: int, audio: np.ndarray, rate: int, 
     watcher.cancel()
     end = await asyncio.to_thread(_health, url, token)
     rss.append((time.perf_counter() - t0, end["rss_mb"]))
-    first_minute, last_minute = rss_window(rss, 30, 90), rss_window(rss, rss[-1][0] - 60, rss[-1][0])
+    judged = loaded or rss
+    first_minute, last_minute = rss_window(judged, 30, 90), rss_window(judged, judged[-1][0] - 60, judged[-1][0])
     return {"results": results, "outcomes": outcomes, "unanswered": unanswered, "rss_start_mb": rss[0][1],
             "rss_first_minute_mb": first_minute, "rss_last_minute_mb": last_minute,
             "rss_growth_pct": round(100 * (last_minute / first_minute - 1), 1),
