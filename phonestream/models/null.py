@@ -11,6 +11,7 @@ generator; each window gets a read-only view of the next stretch of it, so a cal
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 
 import numpy as np
@@ -18,9 +19,14 @@ import numpy as np
 from ..phones import ARPABET
 from .base import CTCModel, StreamingDefaults, Vocabulary
 
-# The shipped default model's windows (phonestream/default_model/phonestream.json), so that `bench
-# --model null` without window options measures what a server with the default model would do.
-DEFAULT_WINDOWS = StreamingDefaults(320, 1280, 160, low=(160, 960, 160), accurate=(640, 1920, 320))
+
+def shipped_windows() -> StreamingDefaults:
+    """The shipped default model's windows and presets, read from its ``phonestream.json``, so that
+    ``bench --model null`` without window options measures what a server with the default model does."""
+    from . import DEFAULT_MODEL_DIR  # the package imports this module's siblings first
+    from .backbone import MODEL_FILE
+
+    return StreamingDefaults.from_dict(json.loads((DEFAULT_MODEL_DIR / MODEL_FILE).read_text())["streaming"])
 
 
 class NullModel(CTCModel):
@@ -36,10 +42,10 @@ class NullModel(CTCModel):
     sample_rate = 16000
     frame_stride = 320
     vocab = Vocabulary(("<blank>", *ARPABET), 0)
-    streaming_defaults = DEFAULT_WINDOWS
     description = "null (random CTC posteriors, no compute)"
 
     def __init__(self, seed: int = 0, table_frames: int = 1 << 14) -> None:
+        self.streaming_defaults = shipped_windows()
         self._table = _peaky_table(np.random.default_rng(seed), table_frames, len(self.vocab))
         self._next = 0
 
