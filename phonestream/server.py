@@ -395,8 +395,7 @@ class App:
         outbox: asyncio.Queue = asyncio.Queue()
         try:
             await ws.send_text(_dumps(self._hello()))
-            spec = self._parse_config(await self._receive(ws, expect_config=True))
-            stream = spec.new_stream()
+            spec, stream = self._parse_config(await self._receive(ws, expect_config=True))
             session = self.scheduler.open(stream, outbox)
             cfg = spec.recognizer.config
             await ws.send_text(_dumps({"type": "ready", "stream_id": session.id, "sample_rate": spec.sample_rate,
@@ -451,9 +450,9 @@ class App:
             raise ProtocolError(f'expected a "config" message first, got {obj["type"]!r}')
         return obj
 
-    def _parse_config(self, msg: dict[str, Any]) -> StreamSpec:
+    def _parse_config(self, msg: dict[str, Any]) -> tuple[StreamSpec, Stream]:
         """Validate a config message against its declared schema (:mod:`phonestream.protocol`) and the
-        server's limits, then build the stream's recognizer once to let the engine check the rest."""
+        server's limits, then build the client's stream, which lets the engine check the rest."""
         try:
             cfg = parse_config(msg)
             default = self.default if cfg.latency is None else StreamConfig.for_model(self.model, latency=cfg.latency)
@@ -464,7 +463,7 @@ class App:
         stream_options = cfg.stream_options()
         try:
             recognizer = dataclasses.replace(self.recognizer, config=windows, **cfg.recognizer_options())
-            recognizer.stream(**stream_options)  # the engine's own checks (frame stride, model limits, LM)
+            stream = recognizer.stream(**stream_options)  # the engine's own checks (frame stride, model limits, LM)
         except (ConfigError, ValueError) as err:
             raise ProtocolError(f"bad config: {str(err).replace('--', '').replace('-ms', '_ms')}") from None
         rate = self.model.sample_rate if cfg.sample_rate is None else cfg.sample_rate
@@ -472,10 +471,10 @@ class App:
                           cfg.threshold)
         if cfg.expected is not None:
             try:
-                spec.new_stream()  # the text's own checks: words, dictionary, the model's phonemes
+                stream = spec.new_stream()  # the text's own checks: words, dictionary, the model's phonemes
             except ValueError as err:
                 raise ProtocolError(f"bad config: expected: {err}") from None
-        return spec
+        return spec, stream
 
     async def _receive_audio(self, ws: WebSocket, spec: StreamSpec, session: Session, outbox: asyncio.Queue) -> None:
         """Read audio frames into the scheduler until the end message; errors go to the outbox."""

@@ -101,10 +101,9 @@ def test_the_server_limits_are_checked_after_the_schema():
 
 def test_the_app_builds_streams_only_from_valid_configs(tiny_model):
     app = App(Recognizer(tiny_model, StreamConfig(320, 640, 160)), ServerSettings(limits=Limits(max_beam=8)))
-    spec = app._parse_config({"type": "config", "silence_db": -50, "decoder": "beam", "beam": 3,
-                              "endpoint": {"rule1_s": 1.0}, "right_ms": 0})
+    spec, stream = app._parse_config({"type": "config", "silence_db": -50, "decoder": "beam", "beam": 3,
+                                      "endpoint": {"rule1_s": 1.0}, "right_ms": 0})
     assert spec.recognizer.silence_db == -50.0 and spec.recognizer.config == StreamConfig(320, 640, 0)
-    stream = spec.recognizer.stream(**spec.stream_options)
     assert stream.decoder.beam == 3 and stream.endpointer.config.rule1_s == 1.0
     assert spec.sample_rate == tiny_model.sample_rate and spec.channels == 1
     for bad, text in [({"silence_db": "x"}, "silence_db"), ({"beam": 9}, "beam=9"),
