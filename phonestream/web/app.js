@@ -67,7 +67,7 @@ function showVerdict(w) {
   if (w.verdict === "mispronounced") {
     const small = document.createElement("small");
     small.textContent = w.heard.join(" ");
-    span.appendChild(small);
+    span.append(" ", small); // spaced, so the word and what was heard read (and copy) as two words
   }
   const next = $(`word-${w.index + 1}`);
   if (next && next.className === "word") next.className = "word current";
