@@ -41,7 +41,6 @@ import soundfile as sf
 from .audio import AudioError, decode_audio, load_audio, pieces
 from .endpoint import EndpointConfig
 from .engine import Recognizer
-from .events import Summary
 from .manifest import Where, read_rows
 from .models import load_model
 from .numerics import pin_blas_threads
@@ -221,7 +220,8 @@ def transcribe_file(recognizer: Recognizer, item: BatchItem, options: JobOptions
         else:
             audio = decode_audio(data, sr, name=f"audio file {item.path}")
         if options.offline:
-            events = _offline_events(recognizer, audio)
+            phonemes, summary = recognizer.transcribe_timed(audio)  # what `phonestream transcribe` prints
+            events = [*phonemes, summary]
         else:
             stream = recognizer.stream(keep_audio=options.compare_offline, partials=options.events)
             events = []
@@ -236,19 +236,6 @@ def transcribe_file(recognizer: Recognizer, item: BatchItem, options: JobOptions
     if options.events:
         row["events"] = [e.to_dict() for e in events[:-1]]
     return row
-
-
-def _offline_events(recognizer: Recognizer, audio) -> list:
-    """What ``phonestream transcribe`` prints: the phonemes of one offline decode, then its summary."""
-    sr = recognizer.model.sample_rate
-    t0 = time.perf_counter()
-    phonemes = recognizer.transcribe(audio)
-    seconds = time.perf_counter() - t0
-    audio_s = len(audio) / sr
-    return [*phonemes, Summary({"model": recognizer.model.description, "mode": "offline",
-                                "audio_s": round(audio_s, 3), "compute_s": round(seconds, 3),
-                                "rtf": round(seconds / audio_s, 4) if audio_s else None, "phonemes": len(phonemes),
-                                "phoneme_string": " ".join(p.phoneme for p in phonemes)})]
 
 
 # -- workers ------------------------------------------------------------------------------------------
