@@ -294,9 +294,7 @@ class BatchScheduler:
                     for s in deferred:
                         self._mark(s)
                     for s in waiting:
-                        streamer = s.stream.streamer
-                        s._need = streamer.next_frame * streamer.stride + streamer.chunk + streamer.right - \
-                            streamer.received
+                        s._need = s.stream.streamer.missing
                         if s._queued >= s._need:  # it came while the worker was busy
                             self._mark(s)
             self._flush()

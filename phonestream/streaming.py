@@ -147,6 +147,11 @@ class Streamer:
         """Mark the end of the audio: the remaining frames become computable."""
         self._finished = True
 
+    @property
+    def missing(self) -> int:
+        """Samples still to be pushed before the next window can be cut (0 or less: it can be now)."""
+        return self.next_frame * self.stride + self.chunk + self.right - self.received
+
     def ready_windows(self) -> list[Window]:
         """Windows that can run now (possibly several after a large push), in order.
 
@@ -155,7 +160,7 @@ class Streamer:
         """
         if self._pending:
             raise RuntimeError("stitch the previous windows before asking for more")
-        ready = self.received >= self.next_frame * self.stride + self.chunk + self.right
+        ready = self.missing <= 0
         if self._pieces and (ready or self._finished):
             self._buf = np.concatenate([self._buf, *self._pieces])  # a window can be cut: it needs them
             self._pieces = []
