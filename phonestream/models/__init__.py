@@ -52,7 +52,8 @@ def load_model(
         head: safetensors weights of the head; a seeded random head when omitted.
         head_type: ``linear`` or ``conv`` when building a head on the fly.
         device: ``cpu`` or ``cuda``.
-        threads: torch intra-op threads (None keeps torch's default).
+        threads: CPU threads: the default encoder's (None: ``PHONESTREAM_THREADS`` or 2), torch's intra-op
+            threads for torch models (None keeps torch's default).
         dtype: the precision the model computes in, one of :data:`.base.DTYPES`: ``auto`` is half precision on
             CUDA (bfloat16 where the GPU has it, else float16; the default model's encoder int8 weights with
             float16 activations) and the backend's own on the CPU (float32; the default model's int8).
@@ -70,11 +71,9 @@ def load_model(
     if threads is not None:
         if threads < 1:
             raise ModelError(f"thread count must be at least 1, got {threads}")
-        if has_torch():
-            import torch
-
-            torch.set_num_threads(threads)
+        # torch is only told when a torch model loads, so a process without one never imports it (~160 MB)
     if name == RANDOM_BASE:
+        _torch_threads(threads)
         return random_base_model(device, dtype=dtype)
     if backbone is not None or vocab is not None:
         if name is not None:
@@ -82,27 +81,37 @@ def load_model(
         if backbone is None or vocab is None:
             raise ModelError("the backbone set-up needs both --backbone and --vocab")
         symbols = read_vocab_file(vocab)  # before the (slow) backbone, so a bad file fails fast
-        return assemble(load_backbone(str(backbone), device, dtype=dtype), symbols, {"type": head_type}, head)
+        _torch_threads(threads)
+        return assemble(load_backbone(str(backbone), device, dtype=dtype, threads=threads), symbols,
+                        {"type": head_type}, head)
     if name is None:
         if not (DEFAULT_MODEL_DIR / MODEL_FILE).exists():
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
-        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype), DEFAULT_MODEL_DIR)
+        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype, threads), DEFAULT_MODEL_DIR)
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
     if path.is_dir() and (path / MODEL_FILE).exists():
-        return _with_source(load_backbone_model(path, device, dtype), path)
+        return _with_source(load_backbone_model(path, device, dtype, threads), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
     if not path.exists() and looks_like_a_path(str(name)):
         raise ModelError(f"no such model folder: {name}")
     require_hf(f"the Hugging Face model {name}")
+    _torch_threads(threads)
     _quiet_transformers()
     from .hf import load_hf_ctc
 
     return _with_source(load_hf_ctc(str(path) if path.is_dir() else str(name), device, dtype),
                         path if path.is_dir() else None)
+
+
+def _torch_threads(threads: int | None) -> None:
+    if threads is not None and has_torch():
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def random_base_model(device: str = "cpu", threads: int | None = None, dtype: str = "auto") -> CTCModel:

@@ -165,9 +165,10 @@ def save_vocab_file(path: str | Path, vocab: Vocabulary) -> None:
 
 
 def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None,
-                  dtype: str = "auto") -> Backbone:
+                  dtype: str = "auto", threads: int | None = None) -> Backbone:
     """A backbone from its config dict, or from a path / registered name given as a string, to run in
-    ``dtype`` (:data:`~phonestream.models.base.DTYPES`)."""
+    ``dtype`` (:data:`~phonestream.models.base.DTYPES`); ``threads``: the CPU threads of the default
+    encoder (None: its default; a torch encoder follows torch's setting)."""
     if isinstance(spec, str):
         spec = {"type": WHISPER_KEY} if spec == WHISPER_KEY else {"type": HF_ENCODER_KEY, "path": spec}
     kind = spec.get("type")
@@ -177,11 +178,13 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
             path = base / path
         return HFEncoderBackbone(str(path), device, dtype)
     if kind == WHISPER_KEY:
-        return WhisperBackbone(**{k: v for k, v in spec.items() if k != "type"}, device=device, dtype=dtype)
+        return WhisperBackbone(**{k: v for k, v in spec.items() if k not in ("type", "threads")}, device=device,
+                               dtype=dtype, threads=threads)
     raise ModelError(f"unknown backbone type {kind!r}")
 
 
-def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "auto") -> BackboneCTCModel:
+def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "auto",
+                        threads: int | None = None) -> BackboneCTCModel:
     """Load the folder form written by :meth:`BackboneCTCModel.save`, its backbone to run in ``dtype``
     (the head always runs in float32)."""
     folder = Path(folder)
@@ -192,7 +195,7 @@ def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "a
     if meta.get("format") != FORMAT:
         raise ModelError(f"{folder} is not a {FORMAT} folder")
     vocab = read_vocab_file(folder / meta.get("vocab", VOCAB_FILE))
-    backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype)
+    backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype, threads=threads)
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")
     return assemble(backbone, vocab, head_spec, folder / weights if weights else None,
