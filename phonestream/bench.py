@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,43 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
     (phoneme arrival minus its end), ``dropped_s`` (audio sent minus audio decoded), ``errors`` and
     ``keeps_up`` (no error, nothing dropped, lag p95 within one chunk).
     """
+    return _row([_run_part(model, config, streams, 0, streams, seconds, decoder, feed_ms, max_batch, max_wait_ms,
+                           audio)], streams, seconds, config)
+
+
+def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, streams: int, processes: int,
+                          seconds: float = 20.0, decoder: str = "auto", feed_ms: int = 20, max_batch: int = 64,
+                          max_wait_ms: float = 10.0) -> dict[str, Any]:
+    """:func:`run_streams` split over ``processes`` processes, as ``phonestream serve --workers`` splits its
+    connections (phonestream/workers.py): each process loads its own model with ``load`` (picklable: a
+    module-level function or a ``functools.partial``) and carries every ``processes``-th share of the
+    streams through its own scheduler; the row is over all of them (``worker_share`` and
+    ``model_share`` are the processes' average, ``windows_per_s`` their sum)."""
+    if processes < 1:
+        raise ValueError(f"processes must be at least 1, got {processes}")
+    if processes == 1:
+        return run_streams(load(), config, streams, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+    import concurrent.futures
+    import multiprocessing
+
+    shares = [len(range(i, streams, processes)) for i in range(processes)]
+    firsts = np.cumsum([0, *shares[:-1]]).tolist()
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_load_and_run_part, [load] * processes, [config] * processes, shares, firsts,
+                              [streams] * processes, [seconds] * processes, [decoder] * processes,
+                              [feed_ms] * processes, [max_batch] * processes, [max_wait_ms] * processes))
+    return _row(parts, streams, seconds, config)
+
+
+def _load_and_run_part(load: Callable[[], CTCModel], *args: Any) -> dict[str, Any]:
+    return _run_part(load(), *args)
+
+
+def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, total_streams: int, seconds: float,
+              decoder: str, feed_ms: int, max_batch: int, max_wait_ms: float,
+              audio: np.ndarray | None = None) -> dict[str, Any]:
+    """Streams ``first .. first + streams - 1`` of ``total_streams`` through one scheduler: the raw
+    figures :func:`_row` reduces."""
     if streams < 1:
         raise ValueError(f"streams must be at least 1, got {streams}")
     recognizer = Recognizer(model, config, decoder=decoder)
@@ -135,8 +172,9 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
     total = int(seconds * sr)
     piece = max(1, sr * feed_ms // 1000)
     chunk_s = config.chunk_ms / 1000
-    starts = np.arange(streams) * chunk_s / streams
-    offsets = (np.arange(streams) * 7919 * piece) % len(audio)  # each stream its own place in the recording
+    index = np.arange(first, first + streams)
+    starts = index * chunk_s / total_streams
+    offsets = (index * 7919 * piece) % len(audio)  # each stream its own place in the recording
     tape = np.resize(audio, total + len(audio))  # one looped copy, read through views
     chunk, left, right = config.samples(model)
     model.warmup(warmup_batch_sizes(max_batch, model.device), chunk + left + right)  # as the server does
@@ -176,7 +214,8 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
         boxes, flowing, during = asyncio.run(main())
     finally:
         scheduler.stop()
-    return _streams_row(boxes, streams, seconds, starts, chunk_s, flowing, during, config, model, recognizer)
+    return {**_outcomes(boxes, seconds, starts), "flowing": flowing, "during": during,
+            "model": model.description, "decoder": recognizer.decoder_config().kind}
 
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:
@@ -185,10 +224,8 @@ def _counters(scheduler: BatchScheduler) -> dict[str, float]:
             "process_cpu_s": time.process_time()}
 
 
-def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.ndarray, chunk_s: float,
-                 flowing: float, during: dict[str, float], config: StreamConfig, model: CTCModel,
-                 recognizer: Recognizer) -> dict[str, Any]:
-    """The figures of :func:`run_streams` from what reached the outboxes."""
+def _outcomes(boxes: list[_Outbox], seconds: float, starts: np.ndarray) -> dict[str, Any]:
+    """What reached the outboxes: lags, emission delays, errors and audio not decoded."""
     delays, lags, errors, dropped = [], [], [], 0.0
     for box, start in zip(boxes, starts.tolist()):
         summary, failed = None, False
@@ -212,14 +249,27 @@ def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.
                 errors.append("no summary: the stream had not finished when the run ended")
         else:
             dropped += max(0.0, round(seconds - summary["audio_s"], 3))
+    return {"delays": delays, "lags": lags, "errors": errors, "dropped": dropped}
+
+
+def _row(parts: list[dict[str, Any]], streams: int, seconds: float, config: StreamConfig) -> dict[str, Any]:
+    """The figures of :func:`run_streams` over the parts (one per process)."""
+    lags = [x for p in parts for x in p["lags"]]
+    delays = [x for p in parts for x in p["delays"]]
+    errors = [x for p in parts for x in p["errors"]]
+    dropped = round(sum(p["dropped"] for p in parts), 3)
+    during = {k: sum(p["during"][k] for p in parts) for k in parts[0]["during"]}
+    flowing = max(p["flowing"] for p in parts)
+    n = len(parts)
+    chunk_s = config.chunk_ms / 1000
     lag = stats(lags, 1, 3)
-    worker = during["worker_s"] / flowing
-    model_share = during["model_s"] / flowing
+    worker = during["worker_s"] / flowing / n
+    model_share = during["model_s"] / flowing / n
     keeps_up = not errors and dropped == 0 and lag["p95"] is not None and lag["p95"] <= chunk_s
-    decoder = recognizer.decoder_config().kind
     return {
-        "streams": streams, "chunk/left/right ms": f"{config.chunk_ms}/{config.left_ms}/{config.right_ms}",
-        "decoder": decoder, "model": model.description, "audio_s": seconds,
+        "streams": streams, "processes": n,
+        "chunk/left/right ms": f"{config.chunk_ms}/{config.left_ms}/{config.right_ms}",
+        "decoder": parts[0]["decoder"], "model": parts[0]["model"], "audio_s": seconds,
         "offered_windows_per_s": round(streams / chunk_s, 1),
         "windows_per_s": round(during["windows"] / flowing, 1),
         "windows_per_batch": round(during["windows"] / during["batches"], 1) if during["batches"] else None,
@@ -231,7 +281,7 @@ def _streams_row(boxes: list[_Outbox], streams: int, seconds: float, starts: np.
         if during["windows"] else None,
         "process_cpu_ms_per_window": round(1000 * during["process_cpu_s"] / during["windows"], 3)
         if during["windows"] else None,
-        "lag_s": lag, "emission_delay_s": stats(delays, 1, 3), "dropped_s": round(dropped, 3),
+        "lag_s": lag, "emission_delay_s": stats(delays, 1, 3), "dropped_s": dropped,
         "errors": len(errors), "error_sample": errors[0] if errors else None, "keeps_up": keeps_up,
     }
 
@@ -254,4 +304,5 @@ def parse_configs(specs: list[str], model: CTCModel) -> list[StreamConfig]:
     return out
 
 
-__all__ = ["random_base_model", "run", "run_streams", "parse_configs", "rss_mb", "StreamingDefaults"]
+__all__ = ["random_base_model", "run", "run_streams", "run_streams_processes", "parse_configs", "rss_mb",
+           "StreamingDefaults"]

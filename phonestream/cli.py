@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -130,11 +131,13 @@ def decoder_options(func: Callable) -> Callable:
 
 
 def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                warmup: bool = True, decoding: dict | None = None) -> Recognizer:
+                warmup: bool = True, decoding: dict | None = None, dtype: str | None = None) -> Recognizer:
     pin_blas_threads()  # the head's results then do not depend on the machine's core count (numerics.py)
-    ctx = click.get_current_context(silent=True)
+    if dtype is None:
+        ctx = click.get_current_context(silent=True)
+        dtype = ctx.meta.get("phonestream.dtype", "auto") if ctx else "auto"
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
-                        threads=threads, dtype=ctx.meta.get("phonestream.dtype", "auto") if ctx else "auto")
+                        threads=threads, dtype=dtype)
     from .batch import decoder_options
 
     recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms),
@@ -182,8 +185,6 @@ def main() -> None:
 
 def _pipe_closed() -> None:
     """The reader of stdout went away (``phonestream stream ... | head``): stop quietly, exit 0."""
-    import os
-
     try:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
     except OSError:
@@ -418,6 +419,9 @@ def _stderr():
 @click.option("--streams", "streams_", default=None,
               help="N real-time streams through the server's batching scheduler, in process (e.g. 100,500,1000): "
               "windows per second, worker busy share, lag, whether they keep up.")
+@click.option("--processes", default=1, show_default=True, type=click.IntRange(1),
+              help="With --streams: split the streams over this many processes, each with its own model and "
+                   "scheduler, as serve --workers does.")
 @click.option("--seconds", default=None, type=click.FloatRange(0.5),
               help="Audio to stream per setting (default: 60; 20 per stream with --streams).")
 @click.option("--minutes", default=None, type=float, help="Stream this many minutes (memory check).")
@@ -428,8 +432,8 @@ def _stderr():
               help="With --streams: how long a ready window waits for others (as serve's).")
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
-def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, streams_, seconds, minutes,
-          feed_ms, max_batch, max_wait_ms, json_out) -> None:
+def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, streams_, processes, seconds,
+          minutes, feed_ms, max_batch, max_wait_ms, json_out) -> None:
     """Real-time factor, per-chunk latency, emission delay and memory of streaming; with --streams, how many
     real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
@@ -441,20 +445,24 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
         counts = parse_streams(streams_)
         if minutes is not None:
             raise ValueError("--minutes is for the single-stream memory check; with --streams give --seconds")
-    if model is None:
-        loaded = load_model("random-base", device=device, threads=threads, dtype=dtype)
-    elif model == "null":
+    elif processes > 1:
+        raise ValueError("--processes is for --streams")
+    if model == "null":
         from .models.null import NullModel
 
-        loaded = NullModel()
+        load: Callable = NullModel
     else:
-        loaded = load_model(None if model == "default" else model, device=device, threads=threads, dtype=dtype)
+        if processes > 1 and threads is None:  # the processes share the cores instead of each taking them all
+            threads = max(1, (os.cpu_count() or 1) // processes)
+        load = functools.partial(load_model, "random-base" if model is None else None if model == "default" else model,
+                                 device=device, threads=threads, dtype=dtype)
+    loaded = load()
     cfgs = bench_mod.parse_configs(list(configs), loaded)
     cfgs = [StreamConfig(c.chunk_ms if chunk_ms is None else chunk_ms, c.left_ms if left_ms is None else left_ms,
                          c.right_ms if right_ms is None else right_ms) for c in cfgs]
     if counts is not None:
-        _bench_streams(bench_mod, loaded, cfgs, counts, decoder, 20.0 if seconds is None else seconds, feed_ms,
-                       max_batch, max_wait_ms, json_out)
+        _bench_streams(bench_mod, loaded, load, processes, cfgs, counts, decoder,
+                       20.0 if seconds is None else seconds, feed_ms, max_batch, max_wait_ms, json_out)
         return
     total = minutes * 60 if minutes is not None else 60.0 if seconds is None else seconds
     rows = []
@@ -473,14 +481,16 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
                f"bench: {rows[0]['model']} (latency cells: p50 / p95)")
 
 
-def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, max_batch, max_wait_ms,
-                   json_out) -> None:
+def _bench_streams(bench_mod, model, load, processes, cfgs, counts, decoder, seconds, feed_ms, max_batch,
+                   max_wait_ms, json_out) -> None:
     """``bench --streams``: one row per window setting and number of streams."""
     rows = []
     for cfg in cfgs:
         cfg.samples(model)  # a bad window is one line before any stream starts
         for n in counts:
-            r = bench_mod.run_streams(model, cfg, n, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+            r = (bench_mod.run_streams(model, cfg, n, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+                 if processes == 1 else bench_mod.run_streams_processes(load, cfg, n, processes, seconds, decoder,
+                                                                         feed_ms, max_batch, max_wait_ms))
             rows.append(r)
             if not json_out:
                 click.echo(f"{n} streams ({r['chunk/left/right ms']} ms): lag p95 {r['lag_s']['p95']} s, worker "
@@ -488,7 +498,8 @@ def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, ma
     if json_out:
         click.echo(json.dumps(rows))
         return
-    shown = [{"streams": r["streams"], "window ms": r["chunk/left/right ms"], "decoder": r["decoder"],
+    shown = [{"streams": r["streams"], "processes": r["processes"], "window ms": r["chunk/left/right ms"],
+              "decoder": r["decoder"],
               "windows/s (offered)": f"{r['windows_per_s']:g} ({r['offered_windows_per_s']:g})",
               "per batch": r["windows_per_batch"], "busy: model + outside": f"{r['model_share']:.2f} + "
               f"{r['outside_share']:.2f}", "cpu ms/window: worker, all": f"{r['worker_cpu_ms_per_window']}, "
@@ -496,7 +507,8 @@ def _bench_streams(bench_mod, model, cfgs, counts, decoder, seconds, feed_ms, ma
               "dropped s": r["dropped_s"], "errors": r["errors"], "real time": "yes" if r["keeps_up"] else "NO"}
              for r in rows]
     print_rows(shown, f"bench --streams: {model.description}, {seconds:g} s of real-time audio per stream, max batch "
-               f"{max_batch}, max wait {max_wait_ms:g} ms. Busy: share of wall time the worker spent in the model and "
+               f"{max_batch}, max wait {max_wait_ms:g} ms. Busy: share of wall time the worker (with --processes: each "
+               "process's, averaged) spent in the model and "
                "outside it; cpu: CPU time per window of the worker thread and of the whole process; lag: event "
                "arrival - audio time it was produced at; delay: phoneme arrival - its end (cells p50 / p95)")
     for r in rows:
@@ -575,14 +587,27 @@ def _server_settings(host, port, token, allow_insecure_bind, allow_origin, max_m
               help="A connection that sends no complete request head for this long is closed.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--allocator", default="auto", show_default=True,
+              type=click.Choice(["auto", "jemalloc", "mimalloc", "system"]),
+              help="Memory allocator: auto runs on jemalloc (or mimalloc) when installed, which keeps memory flat "
+                   "over hours; system is the C library's.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Server processes sharing the port, each with its own model and scheduler (and its own "
+                   "--max-streams): the beam search runs on that many cores.")
 @_handles_errors
 def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, decoding, host, port,
           token, allow_insecure_bind, allow_origin, max_message_bytes, max_stream_s, max_streams, idle_timeout_s,
           max_upload_mb, min_chunk_ms, max_window_ms, max_batch, max_wait_ms, max_connections, request_timeout_s,
-          log_level) -> None:
+          log_level, allocator, workers) -> None:
     """Serve live phonemes over WebSocket (/ws), file uploads (POST /transcribe), /health and a web page (/).
 
     --model random-base serves a randomly initialised wav2vec2-base-sized model (load tests)."""
+    from . import memory
+
+    # Before anything is loaded: this may start the same command again with the allocator preloaded. Only
+    # for a real command line (not click's test runner, whose sys.argv is the caller's).
+    in_use = memory.reexec_with(allocator, sys.argv[1:]) if sys.argv[1:2] == ["serve"] else memory.active_allocator()
+
     from .server import App, ServerError, uvicorn_server
 
     try:
@@ -591,12 +616,41 @@ def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, le
                                     max_window_ms, max_batch, max_wait_ms, max_connections, request_timeout_s)
     except ServerError as err:
         _fail(str(err))
-    recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                             decoding=decoding)
-    app = App(recognizer, settings)
-    click.echo(f"phonestream: serving {recognizer.model.description} on http://{host}:{port}/ "
-               f"(WebSocket ws://{host}:{port}/ws)", err=True)
+    recipe = dict(model=model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
+                  threads=threads, chunk_ms=chunk_ms, left_ms=left_ms, right_ms=right_ms, decoding=decoding,
+                  dtype=click.get_current_context().meta.get("phonestream.dtype", "auto"))
+    if workers > 1:
+        from .workers import bind_socket, serve_workers
+
+        if threads is None:  # the workers share the cores instead of each taking them all
+            recipe["threads"] = max(1, (os.cpu_count() or 1) // workers)
+        sock = bind_socket(host, port)
+        port = sock.getsockname()[1]
+        sys.exit(serve_workers(functools.partial(_worker_app, recipe, settings, workers),
+                               functools.partial(_worker_serve, log_level), sock, workers,
+                               on_ready=lambda: click.echo(
+                                   f"phonestream: {workers} workers loading {model or 'the default model'}, serving "
+                                   f"http://{host}:{port}/ (WebSocket ws://{host}:{port}/ws; allocator {in_use})",
+                                   err=True)))
+    app = App(_recognizer(**recipe), settings)
+    click.echo(f"phonestream: serving {app.model.description} on http://{host}:{port}/ "
+               f"(WebSocket ws://{host}:{port}/ws; allocator {in_use})", err=True)
     uvicorn_server(app, log_level).run()
+
+
+def _worker_app(recipe: dict, settings, workers: int, index: int):
+    """``serve --workers``: worker ``index``'s app, built in the worker process (phonestream/workers.py)."""
+    import dataclasses
+
+    from .server import App
+
+    return App(_recognizer(**recipe), dataclasses.replace(settings, worker=index, workers=workers))
+
+
+def _worker_serve(log_level: str, app, sock) -> None:
+    from .server import uvicorn_server
+
+    uvicorn_server(app, log_level).run(sockets=[sock])
 
 
 @main.command()

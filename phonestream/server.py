@@ -99,6 +99,8 @@ class ServerSettings:
     limits: Limits = field(default_factory=Limits)
     max_connections: int = 1000  # open TCP connections at once (any kind); more are answered 503 and closed
     request_timeout_s: float = 10.0  # a connection must send a complete request head within this
+    worker: int = 0  # this process's index among ``serve --workers`` (phonestream/workers.py)
+    workers: int = 1
 
 
 def is_loopback(host: str) -> bool:
@@ -170,6 +172,7 @@ class App:
         self.active = 0  # open live streams (connections past the stream-limit check)
         self.started = time.time()
         self.rejected_busy = 0
+        self.allocator = memory.active_allocator()  # jemalloc when `phonestream serve` found it (memory.py)
         with contextlib.suppress(Exception):  # load a beam-search LM now, not on the event loop later
             recognizer.decoder_config(decoder="beam")
         routes = [
@@ -184,14 +187,17 @@ class App:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _app):
-        memory.tune_allocator()  # flat RSS over hours of streams (phonestream/memory.py)
+        # Flat RSS over hours of streams (phonestream/memory.py): jemalloc/mimalloc need nothing, glibc
+        # needs fewer arenas and a periodic trim.
+        glibc = self.allocator == "system" and memory.tune_allocator()
         await asyncio.to_thread(self.warm_up)  # before the first client, so no stream pays for it
         self.scheduler.start()
-        trimmer = asyncio.create_task(self._trim_memory())
+        trimmer = asyncio.create_task(self._trim_memory()) if glibc else None
         try:
             yield
         finally:
-            trimmer.cancel()
+            if trimmer is not None:
+                trimmer.cancel()
             self.scheduler.stop()
 
     async def _trim_memory(self, every_s: float = 30.0) -> None:
@@ -249,7 +255,8 @@ class App:
             "largest_batch": self.scheduler.largest_batch, "model_busy_s": round(self.scheduler.busy_s, 3),
             "rejected_busy": self.rejected_busy, "uptime_s": round(time.time() - self.started, 1),
             "limits": asdict(self.limits), "token_required": bool(self.settings.token),
-            "rss_mb": round(rss_mb(), 1),
+            "rss_mb": round(rss_mb(), 1), "allocator": self.allocator,
+            "worker": self.settings.worker, "workers": self.settings.workers,
         }, status_code=200 if self.scheduler.alive else 503)
 
     async def transcribe(self, request: Request) -> Response:

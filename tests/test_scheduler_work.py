@@ -204,7 +204,8 @@ def test_bench_streams_prints_the_table_with_the_null_model():
     for header in ("windows/s", "per batch", "busy: model", "outside", "cpu ms", "lag s", "delay s", "real time"):
         assert header in result.output
     rows = [line.split("│") for line in result.output.splitlines() if "320/320/160" in line and "│" in line]
-    assert [(row[1].strip(), row[3].strip()) for row in rows] == [("2", "greedy"), ("3", "greedy")]
+    assert [(row[1].strip(), row[2].strip(), row[4].strip()) for row in rows] == [("2", "1", "greedy"),
+                                                                                  ("3", "1", "greedy")]
 
 
 def test_bench_streams_json_figures_and_bad_arguments():
