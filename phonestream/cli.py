@@ -644,7 +644,10 @@ def _worker_app(recipe: dict, settings, workers: int, index: int):
 
     from .server import App
 
-    return App(_recognizer(**recipe), dataclasses.replace(settings, worker=index, workers=workers))
+    try:
+        return App(_recognizer(**recipe), dataclasses.replace(settings, worker=index, workers=workers))
+    except USER_ERRORS as err:  # one line and exit 2, which stops the other workers too (workers.py)
+        _fail(str(err))
 
 
 def _worker_serve(log_level: str, app, sock) -> None:

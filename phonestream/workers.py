@@ -27,6 +27,8 @@ from typing import Any
 
 _log = logging.getLogger("phonestream.workers")
 
+#: The exit code of a worker that could not start (a bad model or option): no use starting it again.
+STARTUP_FAILED = 2
 #: A worker that dies more often than this within ``_RESTART_WINDOW_S`` is not restarted again.
 _MAX_RESTARTS = 5
 _RESTART_WINDOW_S = 60.0
@@ -59,7 +61,9 @@ def serve_workers(factory: Callable[[int], Any], run: Callable[[Any, socket.sock
 
     ``factory`` and ``run`` must be picklable (module-level functions or ``functools.partial`` of them):
     they are sent to freshly spawned interpreters. A worker that exits is started again, unless it keeps
-    dying (more than 5 times a minute: then the others go on and the exit code is 1)."""
+    dying (more than 5 times a minute: then the others go on and the exit code is 1). A worker that exits
+    with code 2 could not start (a bad model or option, its one-line error already printed): every worker
+    is stopped and the exit code is 2."""
     if workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     ctx = multiprocessing.get_context("spawn")
@@ -82,6 +86,8 @@ def serve_workers(factory: Callable[[int], Any], run: Callable[[Any, socket.sock
             for i, proc in enumerate(procs):
                 if i in given_up or proc.is_alive():
                     continue
+                if proc.exitcode == STARTUP_FAILED:
+                    return STARTUP_FAILED
                 now = time.monotonic()
                 deaths[i] = [t for t in deaths[i] if now - t < _RESTART_WINDOW_S] + [now]
                 if len(deaths[i]) > _MAX_RESTARTS:
@@ -109,4 +115,4 @@ def serve_workers(factory: Callable[[int], Any], run: Callable[[Any, socket.sock
     return 1 if given_up else 0
 
 
-__all__ = ["bind_socket", "serve_workers"]
+__all__ = ["STARTUP_FAILED", "bind_socket", "serve_workers"]

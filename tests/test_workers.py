@@ -119,10 +119,15 @@ def test_workers_share_one_port_serve_the_same_phonemes_and_are_restarted(tmp_pa
     assert not _children(proc.pid)
 
 
-def test_workers_bad_arguments_are_one_line():
+def test_workers_bad_arguments_are_one_line(tmp_path):
     bad = subprocess.run([PY, "-m", "phonestream", "serve", "--workers", "0"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "--workers" in bad.stderr and "Traceback" not in bad.stderr
+    # a model the workers cannot load: each says so in one line, and the server stops (no restart loop)
+    bad = subprocess.run([PY, "-m", "phonestream", "serve", "--workers", "2", "--port", str(_free_port()), "-m",
+                          str(tmp_path / "missing")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "phonestream: error: no such model folder" in bad.stderr
 
 
 def test_allocator_choice():
