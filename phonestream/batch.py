@@ -45,6 +45,7 @@ from .manifest import Where, read_rows
 from .models import load_model
 from .numerics import pin_blas_threads
 from .streaming import StreamConfig
+from .workers import cores, threads_per_worker
 
 # What a folder is searched for: every format libsndfile reads here, by file name extension.
 AUDIO_EXTENSIONS = frozenset({f".{k.lower()}" for k in sf.available_formats()} | {".aif", ".oga", ".opus"})
@@ -294,7 +295,7 @@ class _LocalPool:
 
     def __init__(self, spec: RecognizerSpec, workers: int) -> None:
         self.spec, self.workers = spec, workers
-        self.threads = max(1, _cores() // workers)
+        self.threads = threads_per_worker(workers)
         self._start()
 
     def _start(self) -> None:
@@ -399,14 +400,6 @@ def connect_ray(address: str, **init_options: Any) -> bool:
     return True
 
 
-def _cores() -> int:
-    """Cores this process may run on (its affinity, which may be fewer than the machine's)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on this platform
-        return os.cpu_count() or 1
-
-
 def _os_error(path: Path, err: OSError) -> str:
     if isinstance(err, FileNotFoundError):
         return f"audio file not found: {path}"
@@ -468,7 +461,7 @@ def transcribe_many(items: Iterable[BatchItem], out: str | Path, spec: Recognize
         return report
     t0 = time.perf_counter()
     if ray_address is None:
-        pool: Any = _LocalPool(spec, workers or _cores())
+        pool: Any = _LocalPool(spec, workers or cores())
     else:
         pool = _RayPool(spec, workers, ray_address)
     report.workers = pool.workers

@@ -136,8 +136,8 @@ def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, st
                           max_wait_ms: float = 10.0) -> dict[str, Any]:
     """:func:`run_streams` split over ``processes`` processes, as ``phonestream serve --workers`` splits its
     connections (phonestream/workers.py): each process loads its own model with ``load`` (picklable: a
-    module-level function or a ``functools.partial``) and carries every ``processes``-th share of the
-    streams through its own scheduler; the row is over all of them (``worker_share`` and
+    module-level function or a ``functools.partial``) and carries an equal share of the streams (a
+    contiguous block of their start times) through its own scheduler; the row is over all of them (``worker_share`` and
     ``model_share`` are the processes' average, ``windows_per_s`` their sum)."""
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")

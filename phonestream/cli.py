@@ -452,8 +452,10 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
 
         load: Callable = NullModel
     else:
-        if processes > 1 and threads is None:  # the processes share the cores instead of each taking them all
-            threads = max(1, (os.cpu_count() or 1) // processes)
+        if processes > 1 and threads is None:
+            from .workers import threads_per_worker
+
+            threads = threads_per_worker(processes)
         load = functools.partial(load_model, "random-base" if model is None else None if model == "default" else model,
                                  device=device, threads=threads, dtype=dtype)
     loaded = load()
@@ -620,10 +622,10 @@ def serve(model, backbone, vocab, head, head_type, device, threads, chunk_ms, le
                   threads=threads, chunk_ms=chunk_ms, left_ms=left_ms, right_ms=right_ms, decoding=decoding,
                   dtype=click.get_current_context().meta.get("phonestream.dtype", "auto"))
     if workers > 1:
-        from .workers import bind_socket, serve_workers
+        from .workers import bind_socket, serve_workers, threads_per_worker
 
-        if threads is None:  # the workers share the cores instead of each taking them all
-            recipe["threads"] = max(1, (os.cpu_count() or 1) // workers)
+        if threads is None:
+            recipe["threads"] = threads_per_worker(workers)
         sock = bind_socket(host, port)
         port = sock.getsockname()[1]
         sys.exit(serve_workers(functools.partial(_worker_app, recipe, settings, workers),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -32,6 +33,20 @@ STARTUP_FAILED = 2
 #: A worker that dies more often than this within ``_RESTART_WINDOW_S`` is not restarted again.
 _MAX_RESTARTS = 5
 _RESTART_WINDOW_S = 60.0
+
+
+def cores() -> int:
+    """Cores this process may run on (its affinity, which may be fewer than the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on this platform
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int) -> int:
+    """CPU threads for each of ``workers`` processes sharing this process's cores (at least 1), so that
+    they share the cores instead of each taking them all."""
+    return max(1, cores() // workers)
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -115,4 +130,4 @@ def serve_workers(factory: Callable[[int], Any], run: Callable[[Any, socket.sock
     return 1 if given_up else 0
 
 
-__all__ = ["STARTUP_FAILED", "bind_socket", "serve_workers"]
+__all__ = ["STARTUP_FAILED", "bind_socket", "cores", "serve_workers", "threads_per_worker"]
