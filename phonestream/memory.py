@@ -19,10 +19,10 @@ default model's single-stream RTF went from 0.074 to 0.120 on this 2-core CPU, s
 Elsewhere than glibc (macOS, musl, Windows) these are no-ops.
 
 They are not enough on their own: the encoder's buffers change size with every batch (number of
-windows, window length), and glibc fragments under that pattern whatever the tuning (a loop of 800
-encoder calls with random batch shapes: RSS 102 -> 559 MB; with a ``malloc_trim`` after every call it
-stays near 180 MB but each call is ~20 % slower). jemalloc (and mimalloc) keep it flat at no cost
-(~190 MB, and slightly faster). So ``phonestream serve`` runs under jemalloc when the system has it
+windows, window length), and glibc fragments under that pattern whatever the tuning. 800 encoder calls
+with random batch shapes (``scripts/allocator-shapes.py``): RSS 104 -> 379 MB on glibc; 182 MB with a
+``malloc_trim`` after every call, but each call ~30 % slower; 208 MB on jemalloc and 224 MB on mimalloc,
+at about glibc's speed. So ``phonestream serve`` runs under jemalloc when the system has it
 (Debian/Ubuntu ``libjemalloc2``, Fedora ``jemalloc``, Homebrew ``jemalloc``): :func:`reexec_with` starts
 the same command again with the library in ``LD_PRELOAD`` before anything is loaded (``--allocator``).
 """
