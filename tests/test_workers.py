@@ -145,6 +145,9 @@ def test_serve_runs_on_jemalloc_when_installed():
         assert _health(port)["allocator"] == "jemalloc"
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "libjemalloc" in maps  # the same process (re-executed in place), not a child
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        conf = os.environ.get("MALLOC_CONF", memory.JEMALLOC_CONF)  # a user's own settings are kept
+        assert f"MALLOC_CONF={conf}".encode() in environ  # else prompt purging (memory.py)
     finally:
         assert _stop(proc) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it stopped on
     proc, port = _start("--decoder", "greedy", "--allocator", "system")
