@@ -5,7 +5,8 @@ Runs the default model's encoder CALLS times (one thread) in a fresh process per
 batches of random shape (1-10 windows of 0.1-1.76 s, as a server's scheduler forms them) and, for
 comparison, on one fixed shape (8 windows of 1.76 s, glibc), and prints RSS before and after and the
 time per call. Settings: glibc as is; glibc with phonestream.memory's tuning and a ``malloc_trim``
-after every call; jemalloc and mimalloc through ``LD_PRELOAD`` (skipped when not installed).
+after every call; jemalloc (with its own defaults, and with the ``MALLOC_CONF`` that ``phonestream serve``
+gives it) and mimalloc through ``LD_PRELOAD`` (skipped when not installed).
 
 Usage: python scripts/allocator-shapes.py [CALLS]   (default 800)
 """
@@ -48,12 +49,15 @@ def child(shape: str, calls: int, trim: bool) -> None:
 
 def main() -> None:
     calls = int(sys.argv[1]) if len(sys.argv) > 1 else 800
-    runs = [("random", "glibc", None, False), ("random", "glibc + trim after every call", None, True),
-            ("random", "jemalloc", "jemalloc", False), ("random", "mimalloc", "mimalloc", False),
-            ("fixed", "glibc", None, False)]
+    runs = [("random", "glibc", None, False, None), ("random", "glibc + trim after every call", None, True, None),
+            ("random", "jemalloc", "jemalloc", False, ""),
+            ("random", "jemalloc + serve's MALLOC_CONF", "jemalloc", False, memory.JEMALLOC_CONF),
+            ("random", "mimalloc", "mimalloc", False, None), ("fixed", "glibc", None, False, None)]
     rows = []
-    for shape, label, preload, trim in runs:
+    for shape, label, preload, trim, conf in runs:
         env = dict(os.environ)
+        if conf is not None:
+            env["MALLOC_CONF"] = conf
         if preload:
             library = memory.find_allocator(preload)
             if library is None:
