@@ -319,6 +319,8 @@ def _free_reading(E: np.ndarray, v: list[int], deletion_penalty: float,
     """The greedy CTC reading of ``E`` as an alternative to ``v``: its penalised log likelihood and the
     positions of ``v`` it edits (an insertion belongs to the phoneme after it, or the last); no positions
     when it is fewer than two edits away."""
+    if not len(E):
+        return 0.0, set()
     best = E.argmax(1)
     hyp = [int(c) for k, c in enumerate(best) if c != 0 and (k == 0 or c != best[k - 1])]
     ops = Levenshtein.editops(v, hyp).as_list()
@@ -406,7 +408,7 @@ class Checker:
             last phoneme (or there is none): right after a word it may as well be that word's tail.
         blank_heard_penalty: added to a word's blank states on frames heard as a phoneme, so a word
             cannot stretch over speech it does not explain (a neighbour's phonemes) as cheaply as silence.
-        rest_weight, free_reading: see :func:`score_word`.
+        rest_weight, free_reading, free_penalty: see :func:`score_word`.
         lead_inserted: report phonemes heard in a word's leading blank (before its first phoneme) as
             ``inserted`` too, not only those of the filler (on held-out fraser_arctic: dropped-word gaps
             found 97% instead of 83%, correct words with an insertion reported 4.2% instead of 0.6%).
