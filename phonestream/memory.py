@@ -92,6 +92,17 @@ def find_allocator(name: str) -> str | None:
     return ctypes.util.find_library(name)
 
 
+def preload_env(name: str, library: str) -> dict[str, str]:
+    """This process's environment with allocator ``name`` (its shared ``library``) preloaded ahead of any
+    ``LD_PRELOAD`` already set, marked with :data:`REEXEC_ENV`, and for jemalloc :data:`JEMALLOC_CONF`
+    unless ``MALLOC_CONF`` is set."""
+    env = dict(os.environ, **{REEXEC_ENV: name})
+    env["LD_PRELOAD"] = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
+    if name == "jemalloc":
+        env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
+    return env
+
+
 def reexec_with(choice: str, argv: list[str]) -> str:
     """Make sure the process runs on allocator ``choice`` (``auto``: jemalloc, then mimalloc, if installed;
     ``system``: leave it), re-executing ``python -m phonestream *argv`` with it preloaded if needed.
@@ -107,13 +118,9 @@ def reexec_with(choice: str, argv: list[str]) -> str:
     for name in wanted:
         library = find_allocator(name)
         if library:
-            env = dict(os.environ, **{REEXEC_ENV: name})
-            env["LD_PRELOAD"] = " ".join(filter(None, [library, os.environ.get("LD_PRELOAD")]))
-            if name == "jemalloc":
-                env.setdefault("MALLOC_CONF", JEMALLOC_CONF)
             sys.stdout.flush()
             sys.stderr.flush()
-            os.execve(sys.executable, [sys.executable, "-m", "phonestream", *argv], env)
+            os.execve(sys.executable, [sys.executable, "-m", "phonestream", *argv], preload_env(name, library))
     if choice != "auto":
         raise ValueError(f"--allocator {choice}: lib{choice} is not installed (Debian: apt install lib{choice}2"
                          f"{'.0' if choice == 'mimalloc' else ''}); use --allocator system to run without it")

@@ -56,9 +56,7 @@ def main() -> None:
         library = memory.find_allocator("jemalloc")
         if library is None or os.environ.get(memory.REEXEC_ENV):
             sys.exit("this needs jemalloc (Debian: apt install libjemalloc2)")
-        env = dict(os.environ, LD_PRELOAD=library, **{memory.REEXEC_ENV: "jemalloc"})
-        env.setdefault("MALLOC_CONF", memory.JEMALLOC_CONF)
-        os.execve(sys.executable, [sys.executable, *sys.argv], env)
+        os.execve(sys.executable, [sys.executable, *sys.argv], memory.preload_env("jemalloc", library))
     threading.Thread(target=_log, args=(sys.argv[1],), daemon=True).start()
     from phonestream.cli import main as cli
 
