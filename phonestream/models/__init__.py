@@ -46,8 +46,8 @@ def load_model(
     Args:
         name: local folder or hub id; None for the shipped default model (or the backbone set-up);
             :data:`RANDOM_BASE` for :func:`random_base_model`.
-        backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` (:data:`.whisper.CONFIG_KEY`) for a
-            backbone-plus-head model.
+        backbone: encoder folder / hub id / ``whisper-tiny.en-ct2`` or ``whisper-base-ct2``
+            (:data:`.whisper.BY_CONFIG_KEY`) for a backbone-plus-head model.
         vocab: phoneme vocabulary file (one symbol per line) for the backbone set-up.
         head: safetensors weights of the head; a seeded random head when omitted.
         head_type: ``linear`` or ``conv`` when building a head on the fly.

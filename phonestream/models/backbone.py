@@ -22,7 +22,7 @@ import numpy as np
 
 from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
 from .heads import Head, load_head, random_head
-from .whisper import CONFIG_KEY as WHISPER_KEY
+from .whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from .whisper import WhisperBackbone
 
 FORMAT = "phonestream-backbone-head"
@@ -30,7 +30,7 @@ FORMAT = "phonestream-backbone-head"
 #: vocabulary and the head's weights.
 MODEL_FILE, VOCAB_FILE, HEAD_FILE = "phonestream.json", "vocab.txt", "head.safetensors"
 BLANK = "<blank>"
-#: ``type`` of a Hugging Face encoder in a backbone config (the Whisper encoder's is :data:`WHISPER_KEY`).
+#: ``type`` of a Hugging Face encoder in a backbone config (the Whisper encoders' are in :data:`WHISPER_ENCODERS`).
 HF_ENCODER_KEY = "hf-encoder"
 
 
@@ -170,16 +170,16 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
     ``dtype`` (:data:`~phonestream.models.base.DTYPES`); ``threads``: the CPU threads of the default
     encoder (None: its default; a torch encoder follows torch's setting)."""
     if isinstance(spec, str):
-        spec = {"type": WHISPER_KEY} if spec == WHISPER_KEY else {"type": HF_ENCODER_KEY, "path": spec}
+        spec = {"type": spec} if spec in WHISPER_ENCODERS else {"type": HF_ENCODER_KEY, "path": spec}
     kind = spec.get("type")
     if kind == HF_ENCODER_KEY:
         path = Path(spec["path"])
         if not path.is_absolute() and base is not None and (base / path).exists():
             path = base / path
         return HFEncoderBackbone(str(path), device, dtype)
-    if kind == WHISPER_KEY:
+    if kind in WHISPER_ENCODERS:
         return WhisperBackbone(**{k: v for k, v in spec.items() if k not in ("type", "threads")}, device=device,
-                               dtype=dtype, threads=threads)
+                               dtype=dtype, threads=threads, encoder=WHISPER_ENCODERS[kind].name)
     raise ModelError(f"unknown backbone type {kind!r}")
 
 

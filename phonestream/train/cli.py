@@ -234,6 +234,8 @@ def _recipe_options(func: Callable) -> Callable:
                      help="Working folder for audio, caches, runs."),
         click.option("--run", default="conv-256-5-1-2copies-s0", show_default=True, type=RunName(),
                      help="Name of the training run (a folder under WORK/runs)."),
+        click.option("--encoder", default="tiny.en", show_default=True, type=click.Choice(["tiny.en", "base"]),
+                     help="cache/fit: the frozen Whisper encoder (eval/export read it from the checkpoint)."),
         click.option("--head", default="conv-256-5-1", show_default=True, type=HeadType(),
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
         click.option("--seed", default=0, show_default=True, type=int),

@@ -19,8 +19,9 @@ import torch
 from ..models.backbone import HEAD_FILE, MODEL_FILE, VOCAB_FILE, load_backbone, save_model_folder
 from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
+from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
-from ..models.whisper import WhisperBackbone
+from ..models.whisper import ENCODERS, WhisperBackbone
 from .evaluate import SHARED
 from .phones import SYMBOLS
 from .states import Item, cache_shard
@@ -76,7 +77,7 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 def _cache_worker(args) -> str:
     backbone_spec, items, out, seed, augment_audio, threads = args
     spec = dict(backbone_spec)
-    if spec.get("type") == WHISPER_KEY:
+    if spec.get("type") in WHISPER_ENCODERS:
         spec["threads"] = threads
     else:
         torch.set_num_threads(threads)
@@ -85,11 +86,18 @@ def _cache_worker(args) -> str:
     return out
 
 
+def cache_folder(work: Path, encoder: str = "tiny.en") -> Path:
+    """WORK/cache holds tiny.en's states (the default encoder's), WORK/cache-ENCODER another encoder's."""
+    return work / ("cache" if encoder == "tiny.en" else f"cache-{encoder}")
+
+
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
-                backbone_spec: dict | None = None, augment_audio: bool = True) -> list[Path]:
-    """Cache ``copies`` differently augmented, differently streamed passes over ``items``."""
+                backbone_spec: dict | None = None, augment_audio: bool = True,
+                cache: Path | None = None) -> list[Path]:
+    """Cache ``copies`` differently augmented, differently streamed passes over ``items`` into ``cache``
+    (default WORK/cache)."""
     backbone_spec = backbone_spec or {"type": WHISPER_KEY}
-    cache = work / "cache"
+    cache = cache or work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     jobs, outs = [], []
     for c in range(copies):
@@ -120,7 +128,9 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     saved = torch.load(head_ckpt, weights_only=False)
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
-    backbone_spec = backbone_spec or {"type": WHISPER_KEY}
+    encoder = ENCODERS[saved["config"].get("encoder", "tiny.en")]
+    if backbone_spec is None:  # the Whisper encoder the head was trained on
+        backbone_spec, dim = {"type": encoder.config_key}, encoder.dim
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
     head = head.eval()
@@ -129,7 +139,7 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
             (out_dir / f).unlink(missing_ok=True)
     save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming,
                       training=extra_meta)
-    if backbone_spec["type"] == WHISPER_KEY and NOTICE_DIR.exists():
+    if backbone_spec["type"] in WHISPER_ENCODERS and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)
     return out_dir

@@ -145,6 +145,7 @@ class TrainConfig:
     threads: int = 1
     eval_every: int = 100  # steps between evaluations; 0: at the end of every epoch
     warmup: int = 30
+    encoder: str = "tiny.en"  # the Whisper encoder whose states the head reads (models.whisper.ENCODERS)
 
 
 def _batches(data: States, frames: np.ndarray, batch_frames: int, rng: np.random.Generator) -> list[list[int]]:
