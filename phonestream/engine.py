@@ -10,7 +10,8 @@ The life of a stream, in order::
         ...
 
 A server that batches many streams uses the two halves of ``accept`` instead: ``push`` +
-``ready_windows`` on each stream, one ``model.log_probs_batch`` over all windows, then ``apply``
+``ready_windows`` on each stream, one ``model.log_probs_from`` over all windows (the frames from each
+window's ``needed_from`` on), then ``apply``
 (``stream.silent_output(window)`` gives the output of a window too quiet to be worth the model).
 
 Decoding is greedy unless ``decoder="beam"`` (prefix beam search, optionally with a phoneme LM:
@@ -325,7 +326,9 @@ class Stream:
         todo = [i for i, o in enumerate(outputs) if o is None]
         self.skipped_windows += len(windows) - len(todo)
         if todo:
-            for i, out in zip(todo, self.recognizer.model.log_probs_batch([windows[i].audio for i in todo])):
+            model = self.recognizer.model
+            for i, out in zip(todo, model.log_probs_from([windows[i].audio for i in todo],
+                                                         [windows[i].needed_from for i in todo])):
                 outputs[i] = out
         return self.apply(windows, outputs, time.perf_counter() - t0)  # type: ignore[arg-type]
 

@@ -10,8 +10,9 @@ Each live stream (a :class:`Session`) is fed audio by the event loop; the worker
 2. once any window is ready, wait at most ``max_wait_s`` for other streams' windows so they share the
    forward pass, and stop collecting at ``max_batch`` windows (the rest wait for the next round, so one
    stream sent as fast as possible cannot starve the live ones);
-3. run **one** ``model.log_probs_batch`` over all collected windows (it groups equal-length windows,
-   which live streams with the same settings produce, into single forward passes);
+3. run **one** ``model.log_probs_from`` (the frames the streams read) over all collected windows (it
+   groups equal-length windows, which live streams with the same settings produce, into single forward
+   passes);
 4. hand each stream its own outputs (``Stream.apply``) and post the events back to the event loop:
    the round's events of every stream go in **one** ``call_soon_threadsafe`` per event loop, as event
    objects; the loop encodes them to JSON and fills the outboxes (a wake-up of the loop per event, and
@@ -334,17 +335,17 @@ class BatchScheduler:
                 self._fail(session, "stream failed while checking its audio for silence", log=True)
         silent = {session.id: sum(out is not None for out in outs) for session, _, outs in jobs}
         todo = [(outs, k) for _, _, outs in jobs for k, out in enumerate(outs) if out is None]
-        audio = [windows[k].audio for _, windows, outs in jobs for k, out in enumerate(outs) if out is None]
+        run = [windows[k] for _, windows, outs in jobs for k, out in enumerate(outs) if out is None]
         failed: set[int] = set()
         if todo:
             try:
-                results = self._forward(audio)
+                results = self._forward(run)
             except Exception:  # noqa: BLE001 - find the stream that broke the pass: run each alone
                 _log.warning("a batch of %d windows failed; running its streams one by one", len(todo),
                              exc_info=True)
                 results = []
                 for session, windows, outs in jobs:
-                    mine = [w.audio for w, out in zip(windows, outs) if out is None]
+                    mine = [w for w, out in zip(windows, outs) if out is None]
                     try:
                         results += self._forward(mine) if mine else []
                     except Exception:  # noqa: BLE001
@@ -391,16 +392,16 @@ class BatchScheduler:
             return {}
         return {session.id: [next(summaries) for _ in outs] for session, _, outs in jobs if session.id not in failed}
 
-    def _forward(self, audio: list[np.ndarray]) -> list[np.ndarray]:
-        """One ``log_probs_batch``, checked to give one output per window."""
+    def _forward(self, windows: list[Window]) -> list[np.ndarray]:
+        """One ``log_probs_from`` (the frames the streams read), checked to give one output per window."""
         t0 = time.perf_counter()
         self._model_busy = (self._model_busy[0], t0)
         try:
-            outputs = list(self.model.log_probs_batch(audio))
+            outputs = list(self.model.log_probs_from([w.audio for w in windows], [w.needed_from for w in windows]))
         finally:
             self._model_busy = (self._model_busy[0] + time.perf_counter() - t0, None)
-        if len(outputs) != len(audio):
-            raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(audio)} windows")
+        if len(outputs) != len(windows):
+            raise RuntimeError(f"the model gave {len(outputs)} outputs for {len(windows)} windows")
         return outputs
 
     def _post(self, session: Session, *items: Any) -> None:

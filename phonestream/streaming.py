@@ -93,6 +93,12 @@ class Window:
     received: int
     last: bool
 
+    @property
+    def needed_from(self) -> int:
+        """The first of the window's frames that the stream reads (the left context's are only context):
+        what :meth:`~phonestream.models.base.CTCModel.log_probs_from` is told."""
+        return self.keep_from - self.first_frame
+
 
 @dataclass
 class FrameBlock:
@@ -195,7 +201,12 @@ class Streamer:
         """Split one window's model output (and its ``frames`` summary, if any) into final and provisional
         frames, and drop spent audio."""
         self._pending -= 1
-        a, b = window.keep_from - window.first_frame, window.keep_to - window.first_frame
+        # an output may leave out leading frames the streamer never reads (CTCModel.log_probs_from): it
+        # always ends with the window's last frame
+        skipped = self.model.num_frames(len(window.audio)) - len(log_probs)
+        a, b = window.keep_from - window.first_frame - skipped, window.keep_to - window.first_frame - skipped
+        if a < 0:
+            raise ValueError(f"the model output of a window lacks {-a} of the frames the stream needs")
         self.next_frame = window.keep_to
         keep_from = max(0, self.next_frame * self.stride - self.left)
         if keep_from > self._buf_start:
@@ -211,5 +222,5 @@ class Streamer:
         windows = self.ready_windows()
         if not windows:
             return []
-        outputs = self.model.log_probs_batch([w.audio for w in windows])
+        outputs = self.model.log_probs_from([w.audio for w in windows], [w.needed_from for w in windows])
         return [self.stitch(w, lp) for w, lp in zip(windows, outputs)]

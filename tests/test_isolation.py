@@ -55,7 +55,7 @@ class FrameModel(CTCModel):
 
 
 class CountingModel:
-    """Wraps a model; records each ``log_probs_batch`` call's size and can fail on marked audio."""
+    """Wraps a model; records each forward call's size and can fail on marked audio."""
 
     def __init__(self, model: CTCModel, poison: float | None = None) -> None:
         self._model = model
@@ -66,10 +66,13 @@ class CountingModel:
         return getattr(self._model, name)
 
     def log_probs_batch(self, windows):
+        return self.log_probs_from(windows, [0] * len(windows))
+
+    def log_probs_from(self, windows, first):
         self.calls.append(len(windows))
         if self.poison is not None and any(np.any(w == self.poison) for w in windows):
             raise RuntimeError("the model cannot take this audio")
-        return self._model.log_probs_batch(windows)
+        return self._model.log_probs_from(windows, first)
 
 
 def events_alone(rec: Recognizer, audio: np.ndarray, piece: int = 320) -> list[dict]:

@@ -205,8 +205,11 @@ class CountingModel:
         return getattr(self._model, name)
 
     def log_probs_batch(self, windows):
+        return self.log_probs_from(windows, [0] * len(windows))
+
+    def log_probs_from(self, windows, first):
         self.calls.append(len(windows))
-        return self._model.log_probs_batch(windows)
+        return self._model.log_probs_from(windows, first)
 
 
 def test_scheduler_batches_windows_of_different_streams(recognizer):

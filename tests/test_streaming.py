@@ -113,3 +113,43 @@ def test_model_folder_keeps_its_own_presets(tmp_path):
     assert d.preset("low") == (160, 960, 160) and d.preset("accurate") == (640, 1920, 320)
     derived = StreamingDefaults.from_dict({"chunk_ms": 960, "left_ms": 1280, "right_ms": 320})
     assert derived.preset("low") == (480, 1280, 160)
+
+
+def test_head_runs_only_on_the_frames_the_stream_reads(speechlike):
+    """The default model leaves a window's left-context frames out of its head (log_probs_from): the
+    frames it returns equal the whole window's, and a stream stitches the same blocks as from full outputs."""
+    from phonestream.models import load_model
+
+    model = load_model(None)
+    audio = speechlike[: 3 * 16000]
+    windows = [audio[:28160], audio[5120:33280], audio[:4000], audio[:320]]
+    full = model.log_probs_batch(windows)
+    for first in ([0, 0, 0, 0], [64, 1, 2, 5], [len(f) for f in full], [10**6] * 4):
+        part = model.log_probs_from(windows, first)
+        for f, p, k in zip(full, part, first):
+            k = min(k, len(f))
+            assert p.shape == f[k:].shape
+            np.testing.assert_allclose(p, f[k:], atol=2e-5)
+
+    class Full:  # the same model without the shortcut: every window computed whole
+        def __getattr__(self, name):
+            return getattr(model, name)
+
+        def log_probs_from(self, windows, first):
+            return model.log_probs_batch(windows)
+
+    blocks = {}
+    for name, m in (("trimmed", model), ("full", Full())):
+        s = Streamer(m, StreamConfig(320, 1280, 160))
+        out = []
+        for start in range(0, len(audio), 1600):
+            s.push(audio[start : start + 1600])
+            out += s.step()
+        s.finish()
+        out += s.step()
+        blocks[name] = out
+    assert len(blocks["trimmed"]) == len(blocks["full"]) > 5
+    for a, b in zip(blocks["trimmed"], blocks["full"]):
+        assert a.start_frame == b.start_frame and a.final.shape == b.final.shape
+        np.testing.assert_allclose(a.final, b.final, atol=2e-5)
+        np.testing.assert_allclose(a.provisional, b.provisional, atol=2e-5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from phonestream.models import load_model
@@ -25,21 +26,29 @@ def _clips(folder: Path, speechlike: np.ndarray) -> list[Item]:
     return items
 
 
-def test_whisper_recipe_one_step_export_and_load(tmp_path, speechlike):
-    from phonestream.models.whisper import WhisperBackbone
+@pytest.mark.parametrize("encoder", ["tiny.en", "base"])
+def test_whisper_recipe_one_step_export_and_load(tmp_path, speechlike, encoder, monkeypatch):
+    """Either Whisper encoder: the exported folder names the encoder its head was trained on."""
+    import json
 
-    bb = WhisperBackbone(threads=1)
+    from phonestream.models.whisper import ENCODERS, WhisperBackbone
+
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "enc-cache"))  # base's halves joined afresh
+    bb = WhisperBackbone(threads=1, encoder=encoder)
+    dim = ENCODERS[encoder].dim
     items = _clips(tmp_path, speechlike)
     shard = tmp_path / "cache" / "s.npz"
     cache_shard(bb, items, shard, seed=0, augment_audio=True, log_every=0)
     data = load_states([shard])
-    assert len(data.ids) == 3 and data.states.shape[1] == 384
+    assert len(data.ids) == 3 and data.states.shape[1] == dim
     # 1 s = 50 frames whatever the windows; speed perturbation may stretch a clip by up to 15%
     assert all(40 <= int(data.seg_kept[s].sum()) <= 60 for s in data.utt_segs)
-    cfg = TrainConfig(head={"type": "conv", "hidden": 32, "kernel": 5, "layers": 1}, max_epochs=1, eval_every=10**6)
-    train_head(data, list(SYMBOLS), tmp_path / "run", cfg, 384, None, lambda m: None)
+    cfg = TrainConfig(head={"type": "conv", "hidden": 32, "kernel": 5, "layers": 1}, max_epochs=1, eval_every=10**6,
+                      encoder=encoder)
+    train_head(data, list(SYMBOLS), tmp_path / "run", cfg, dim, None, lambda m: None)
     assert (tmp_path / "run" / "ckpt.pt").exists()
     out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
+    assert json.loads((out / "phonestream.json").read_text())["backbone"]["type"] == ENCODERS[encoder].config_key
     model = load_model(str(out))
     assert model.vocab.symbols == SYMBOLS
     lp = model.log_probs(speechlike[:16000])

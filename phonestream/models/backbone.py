@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
-from .heads import Head, load_head, random_head
+from .heads import Head, head_radius, load_head, random_head
 from .whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from .whisper import WhisperBackbone
 
@@ -105,6 +106,7 @@ class BackboneCTCModel(CTCModel):
         self.max_window_s = backbone.max_window_s
         self.streaming_defaults = streaming_defaults or StreamingDefaults()
         self.description = f"{backbone.description} + {head.kind} CTC head ({head.num_parameters / 1e6:.2f}M)"
+        self._radius = head_radius(head.spec)  # frames the head reads either side of an output frame
 
     def num_frames(self, n_samples: int) -> int:
         return self.backbone.num_frames(n_samples)
@@ -112,6 +114,18 @@ class BackboneCTCModel(CTCModel):
     def log_probs_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         return [self.head.log_probs(s) if len(s) else np.zeros((0, len(self.vocab)), np.float32)
                 for s in self.backbone.encode_batch(windows)]
+
+    def log_probs_from(self, windows: list[np.ndarray], first: Sequence[int]) -> list[np.ndarray]:
+        """The head runs on frames ``first[i]`` onward only, reading the ``head_radius`` frames before them
+        as it would in the whole window, so those frames come out exactly as :meth:`log_probs_batch`'s
+        (a third of the balanced preset's window; the encoder still sees all of it)."""
+        out = []
+        for s, f in zip(self.backbone.encode_batch(windows), first):
+            f = min(max(0, int(f)), len(s))
+            lo = max(0, f - self._radius)
+            lp = self.head.log_probs(s[lo:]) if len(s) > lo else np.zeros((0, len(self.vocab)), np.float32)
+            out.append(lp[f - lo :])
+        return out
 
     def save(self, folder: str | Path) -> None:
         """Write the folder form described in this module's docstring."""

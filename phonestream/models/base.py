@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,13 @@ class CTCModel(ABC):
         Windows are mono float32 at :attr:`sample_rate`. Implementations run them in as few forward
         passes as they can (equal-length windows together) without letting padding change any result.
         """
+
+    def log_probs_from(self, windows: list[np.ndarray], first: Sequence[int]) -> list[np.ndarray]:
+        """:meth:`log_probs_batch` for a caller that reads only frames ``first[i]`` onward of window ``i``
+        (the streamer: the left context's frames are never read). A model may leave the earlier frames out:
+        output ``i`` always ends with the window's last frame, and its length says where it starts. This
+        version computes every frame; a model whose unread frames cost something on their own overrides it."""
+        return self.log_probs_batch(windows)
 
     def log_probs(self, window: np.ndarray) -> np.ndarray:
         """Log posteriors ``[T, V]`` for one window."""
