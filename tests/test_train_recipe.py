@@ -54,6 +54,7 @@ def test_whisper_recipe_one_step_export_and_load(tmp_path, speechlike, encoder, 
     lp = model.log_probs(speechlike[:16000])
     assert lp.shape == (50, 40) and np.isfinite(lp).all()
     assert (out / "NOTICE").exists()
+    assert (out / "lm.arpa.gz").exists()  # decodes with the default LM, as the model it may replace
 
 
 def test_custom_backbone_head_fits_and_loads(tmp_path, speechlike, tiny_encoder_dir):

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models import DEFAULT_MODEL_DIR
 from ..models.backbone import HEAD_FILE, MODEL_FILE, VOCAB_FILE, load_backbone, save_model_folder
 from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
@@ -142,4 +143,10 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     if backbone_spec["type"] in WHISPER_ENCODERS and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)
+    # the shipped phoneme LM is built from text alone (scripts/build-default-lm.sh), so any head on the
+    # default phoneme set decodes with it, as the default model does: a folder without it decodes greedily,
+    # and comparing such a head with the default model compared decoders, not heads
+    lm = DEFAULT_MODEL_DIR / "lm.arpa.gz"
+    if symbols == list(SYMBOLS) and lm.exists() and out_dir.resolve() != DEFAULT_MODEL_DIR.resolve():
+        shutil.copy(lm, out_dir / lm.name)
     return out_dir
