@@ -186,6 +186,11 @@ def test_whisper_base_halves_are_joined_once_and_checked(monkeypatch, tmp_path):
         verify_encoder(str(path), "base")
     (path / "model.bin").write_bytes(b"kept")  # an existing joined file is not rewritten
     assert (Path(default_encoder_path("base")) / "model.bin").read_bytes() == b"kept"
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(blocked))
+    with pytest.raises(ModelError, match="cannot write the joined Whisper base encoder .* PHONESTREAM_CACHE"):
+        default_encoder_path("base")
 
 
 def test_whisper_base_without_its_packages_says_how_to_install(monkeypatch):

@@ -15,6 +15,7 @@ in inference (there is only this one function, :func:`log_mel`):
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
@@ -171,11 +172,11 @@ def _base_encoder_path() -> str:
     src1, src2 = Path(part1.__file__).parent / "data", Path(part2.__file__).parent / "data"
     out = cache_dir() / "whisper-base-ct2-1.0.0"
     if not (out / "model.bin").is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
-            shutil.copyfile(src1 / name, out / name)
         tmp = out / f"model.bin.tmp.{os.getpid()}"
         try:
+            out.mkdir(parents=True, exist_ok=True)
+            for name in ("config.json", "vocabulary.txt", "tokenizer.json"):
+                shutil.copyfile(src1 / name, out / name)
             with open(tmp, "wb") as dst:
                 for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
                     with open(part, "rb") as fh:
@@ -186,7 +187,8 @@ def _base_encoder_path() -> str:
             raise ModelError(f"cannot write the joined Whisper base encoder to {out}: {err.strerror} "
                              "(set PHONESTREAM_CACHE to a writable folder)") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # nothing to remove where the folder could not be made
+                tmp.unlink(missing_ok=True)
     return str(out)
 
 
