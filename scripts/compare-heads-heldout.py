@@ -28,6 +28,7 @@ from phonestream.models.whisper import BY_CONFIG_KEY
 from phonestream.phones import fold_timit39
 from phonestream.train.evaluate import decode
 from phonestream.train.phones import SYMBOLS
+from phonestream.train.pipeline import cache_folder
 from phonestream.train.trainer import load_states
 
 
@@ -45,7 +46,7 @@ def main() -> None:
         spec = {k: v for k, v in meta["head"].items() if k != "weights"}
         head = build_head(spec, encoder.dim, len(SYMBOLS))
         head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
-        cache = args.work / ("eval-cache" if encoder.name == "tiny.en" else f"eval-cache-{encoder.name}")
+        cache = cache_folder(args.work, encoder.name, "eval-cache")
         heads[name] = (head.eval(), cache)
     print("| head | window | held-out synthetic, round 1 | round 2 | FSDD takes 45-49 |")
     print("|---|---|---|---|---|")

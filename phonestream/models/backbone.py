@@ -118,7 +118,7 @@ class BackboneCTCModel(CTCModel):
     def log_probs_from(self, windows: list[np.ndarray], first: Sequence[int]) -> list[np.ndarray]:
         """The head runs on frames ``first[i]`` onward only, reading the ``head_radius`` frames before them
         as it would in the whole window, so those frames come out exactly as :meth:`log_probs_batch`'s
-        (a third of the balanced preset's window; the encoder still sees all of it)."""
+        (about a quarter of the balanced preset's window; the encoder still sees all of it)."""
         out = []
         for s, f in zip(self.backbone.encode_batch(windows), first):
             f = min(max(0, int(f)), len(s))

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from ..models.base import StreamingDefaults
+from ..models.whisper import ENCODERS
 
 DEFAULT_WORK = Path("phonestream-work")  # under the current folder, as in phonestream train
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
@@ -45,17 +46,14 @@ def _head_spec(kind: str) -> dict:
     return parse_head(kind)
 
 
-def _eval_cache(work: Path, encoder: str) -> Path:
-    return work / ("eval-cache" if encoder == "tiny.en" else f"eval-cache-{encoder}")
-
-
 def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en"):
     """The reported real-speech sets (fraser_arctic, FSDD test): for ``eval`` only, never for selection."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fraser_items, fsdd_items
+    from .pipeline import cache_folder
 
     bb = WhisperBackbone(threads=1, encoder=encoder)
-    cache = _eval_cache(work, encoder)
+    cache = cache_folder(work, encoder, "eval-cache")
     sets = {}
     fr = ("fraser", fraser_items(limit=None)) if full else ("fraser150", fraser_items())
     for name, items in (fr, ("fsddtest", fsdd_items())):
@@ -69,10 +67,11 @@ def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fsdd_items, is_synth_dev
+    from .pipeline import cache_folder
     from .states import read_manifest
 
     bb = WhisperBackbone(threads=1, encoder=encoder)
-    cache = _eval_cache(work, encoder)
+    cache = cache_folder(work, encoder, "eval-cache")
     synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if is_synth_dev(it.uid)]
     sets = {}
     for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
@@ -126,14 +125,14 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
                    "on the in-training check (a fraser_arctic subset and FSDD test: selecting on them biases "
                    "their figures)")
-    p.add_argument("--encoder", choices=["tiny.en", "base"], default="tiny.en",
+    p.add_argument("--encoder", choices=list(ENCODERS), default="tiny.en",
                    help="cache/fit: the Whisper encoder (eval/export read it from the checkpoint)")
     p.add_argument("--backbone", help="custom: Hugging Face encoder folder")
     p.add_argument("--vocab", type=Path, help="custom: vocabulary file, one symbol per line")
     p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
     args = p.parse_args(argv)
 
-    from ..models.whisper import ENCODERS, WhisperBackbone
+    from ..models.whisper import WhisperBackbone
     from . import pipeline
     from .phones import SYMBOLS
 

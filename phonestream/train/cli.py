@@ -20,6 +20,8 @@ from typing import Any
 
 import click
 
+from ..models.whisper import ENCODERS
+
 #: Where caches, checkpoints and logs go when --work is not given: under the current folder.
 DEFAULT_WORK = Path("phonestream-work")
 #: The model folder ``train custom`` writes when --out is not given.
@@ -234,7 +236,7 @@ def _recipe_options(func: Callable) -> Callable:
                      help="Working folder for audio, caches, runs."),
         click.option("--run", default="conv-256-5-1-2copies-s0", show_default=True, type=RunName(),
                      help="Name of the training run (a folder under WORK/runs)."),
-        click.option("--encoder", default="tiny.en", show_default=True, type=click.Choice(["tiny.en", "base"]),
+        click.option("--encoder", default="tiny.en", show_default=True, type=click.Choice(list(ENCODERS)),
                      help="cache/fit: the frozen Whisper encoder (eval/export read it from the checkpoint)."),
         click.option("--head", default="conv-256-5-1", show_default=True, type=HeadType(),
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),

@@ -87,9 +87,10 @@ def _cache_worker(args) -> str:
     return out
 
 
-def cache_folder(work: Path, encoder: str = "tiny.en") -> Path:
-    """WORK/cache holds tiny.en's states (the default encoder's), WORK/cache-ENCODER another encoder's."""
-    return work / ("cache" if encoder == "tiny.en" else f"cache-{encoder}")
+def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache") -> Path:
+    """Where the states of ``encoder`` are kept: WORK/KIND for tiny.en (the default encoder), else
+    WORK/KIND-ENCODER; ``kind`` is ``cache`` (training) or ``eval-cache`` (held-out and reported sets)."""
+    return work / (kind if encoder == "tiny.en" else f"{kind}-{encoder}")
 
 
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
