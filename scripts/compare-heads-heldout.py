@@ -26,6 +26,7 @@ from phonestream.metrics import EditCounts, edit_counts
 from phonestream.models.torch_heads import build_head
 from phonestream.models.whisper import BY_CONFIG_KEY
 from phonestream.phones import fold_timit39
+from phonestream.train.__main__ import _dev_sets
 from phonestream.train.evaluate import decode
 from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import cache_folder
@@ -35,7 +36,8 @@ from phonestream.train.trainer import load_states
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--configs", default="320-1280-160,offline")
+    p.add_argument("--configs", default="320-1280-160,offline",
+                   help="windows CHUNK-LEFT-RIGHT (ms) or offline, comma separated")
     p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors)")
     args = p.parse_args()
     heads = {}
@@ -48,9 +50,15 @@ def main() -> None:
         head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
         cache = cache_folder(args.work, encoder.name, "eval-cache")
         heads[name] = (head.eval(), cache)
+    configs = args.configs.split(",")
+    # windows the fit did not score are encoded now (cached beside the fit's, reused next time)
+    windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
+    for encoder in {BY_CONFIG_KEY[json.loads((Path(item.partition("=")[2]) / "phonestream.json").read_text())
+                                  ["backbone"]["type"]].name for item in args.heads}:
+        _dev_sets(args.work, windows, encoder)
     print("| head | window | held-out synthetic, round 1 | round 2 | FSDD takes 45-49 |")
     print("|---|---|---|---|---|")
-    for cfg in args.configs.split(","):
+    for cfg in configs:
         for name, (head, cache) in heads.items():
             totals = {"r1": EditCounts(0, 0, 0, 0), "r2": EditCounts(0, 0, 0, 0), "fsdd": EditCounts(0, 0, 0, 0)}
             for set_name in ("synthdev", "fsdddev"):
