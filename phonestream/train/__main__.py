@@ -117,6 +117,8 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=1,
                    help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
+    p.add_argument("--fsdd-copies", type=int, default=None,
+                   help="augmented passes over the FSDD training takes (default: --copies)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
@@ -169,7 +171,8 @@ def recipe(argv: list[str] | None = None) -> int:
                 continue
             pipeline.stage_cache(work, items, f"synth-{rnd}", copies=args.copies, workers=args.workers,
                                  backbone_spec=spec, cache=cache)
-        pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=args.copies, workers=args.workers,
+        fsdd_copies = args.fsdd_copies or args.copies
+        pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,
                              backbone_spec=spec, cache=cache)
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head

@@ -249,6 +249,9 @@ def _recipe_options(func: Callable) -> Callable:
                      help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)."),
         click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
                      help="cache: augmented passes over the training audio."),
+        click.option("--fsdd-copies", default=None, type=click.IntRange(1),
+                     help="cache: augmented passes over the FSDD training takes, the only real speech "
+                          "(default: --copies); more keeps its share when the synthetic rounds grow."),
         click.option("--workers", default=2, show_default=True, type=click.IntRange(1)),
         click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
                      help="fit: torch threads for training."),
@@ -270,7 +273,7 @@ _DETAILS = {
     "data": "espeak-ng, flite, festival, Piper and (round 3) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
-             "WORK/cache; --copies, --rounds, --workers.",
+             "WORK/cache; --copies, --fsdd-copies, --rounds, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
            "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
