@@ -116,12 +116,14 @@ def test_streams_through_ray_serve_equal_the_local_engine(served, recognizer):
     for result in [asyncio.run(stream()), *asyncio.run(two_at_once())]:
         # The server's scheduler runs windows in batches (of one stream sent faster than real time, or of two
         # streams on one replica) where the local engine here runs them one by one, and the encoder's batched
-        # int8 kernels round differently: the phonemes and their times are the same, a confidence may move in
-        # its last digits (as with `phonestream serve`; Ray Serve adds nothing here).
+        # int8 kernels round differently: the phonemes are the same, a boundary may move by one 20 ms frame
+        # where two frames nearly tie, and a confidence may move in its last digits (as with `phonestream
+        # serve`; Ray Serve adds nothing here).
         assert result.error is None and result.summary["audio_s"] == pytest.approx(4.0, abs=1e-3)
         assert result.summary["phoneme_string"] == expected[-1]["phoneme_string"]
         got, want = phonemes(result.events), phonemes(expected)
-        assert [p[:3] for p in got] == [p[:3] for p in want] and len(want) > 10
+        assert [p[0] for p in got] == [p[0] for p in want] and len(want) > 10
+        assert [t for p in got for t in p[1:3]] == pytest.approx([t for p in want for t in p[1:3]], abs=0.021)
         assert [p[3] for p in got] == pytest.approx([p[3] for p in want], abs=0.1)
 
 
