@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..phones import ARPABET_TO_IPA
 from .phones import UnmappedSymbol, collapse_er_r, ipa_to_arpabet, radio_to_arpabet
 
 SR = 16000
@@ -158,14 +159,12 @@ def _piper(job: Job, out: Path) -> tuple[str, list[str]]:
 _KOKORO: tuple | None = None
 KOKORO_SR = 24000
 KOKORO_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
-# CMU ARPAbet -> the phoneme symbols Kokoro's US English was trained on (misaki's: A I O W Y for the
-# diphthongs, stress marks before the vowel)
-_KOKORO_VOWELS = {"AA": "ɑ", "AE": "æ", "AH": "ʌ", "AO": "ɔ", "AW": "W", "AY": "I", "EH": "ɛ", "ER": "ɜɹ",
-                  "EY": "A", "IH": "ɪ", "IY": "i", "OW": "O", "OY": "Y", "UH": "ʊ", "UW": "u"}
+# CMU ARPAbet -> the phoneme symbols Kokoro's US English was trained on: misaki's, which are the IPA of
+# ``phonestream phonemes`` but for single letters for the diphthongs (A I O W Y), ligatures for the
+# affricates and an r-coloured ER; stress marks go before the vowel
+_KOKORO_SYMBOLS = {**ARPABET_TO_IPA, "AW": "W", "AY": "I", "CH": "ʧ", "ER": "ɜɹ", "EY": "A", "JH": "ʤ",
+                   "OW": "O", "OY": "Y"}
 _KOKORO_UNSTRESSED = {"AH": "ə", "ER": "əɹ"}
-_KOKORO_CONSONANTS = {"B": "b", "CH": "ʧ", "D": "d", "DH": "ð", "F": "f", "G": "ɡ", "HH": "h", "JH": "ʤ",
-                      "K": "k", "L": "l", "M": "m", "N": "n", "NG": "ŋ", "P": "p", "R": "ɹ", "S": "s",
-                      "SH": "ʃ", "T": "t", "TH": "θ", "V": "v", "W": "w", "Y": "j", "Z": "z", "ZH": "ʒ"}
 _STRESS = {"1": "ˈ", "2": "ˌ"}
 
 
@@ -174,6 +173,8 @@ def kokoro_phonemes(text: str, dictionary: dict[str, list[list[str]]]) -> tuple[
     and its ARPAbet label; :class:`UnmappedSymbol` when a word is not in the dictionary."""
     spoken: list[str] = []
     label: list[str] = []
+    # the recipe's sentences hold ASCII letters, spaces and ,.;:?!'- only (text.py), so a word is letters
+    # with apostrophes inside, as lm.words splits them there
     for tok in re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)*|[,.!?;:]", text):
         if tok in ",.!?;:":
             if spoken:
@@ -184,12 +185,10 @@ def kokoro_phonemes(text: str, dictionary: dict[str, list[list[str]]]) -> tuple[
             raise UnmappedSymbol(f"{tok!r} is not in the CMU dictionary")
         word = ""
         for ph in prons[0]:
-            base, stress = ph.rstrip("012"), ph[len(ph.rstrip("012")):]
-            if base in _KOKORO_VOWELS:
-                vowel = _KOKORO_UNSTRESSED.get(base, _KOKORO_VOWELS[base]) if stress == "0" else _KOKORO_VOWELS[base]
-                word += _STRESS.get(stress, "") + vowel
-            else:
-                word += _KOKORO_CONSONANTS[base]
+            base = ph.rstrip("012")
+            stress = ph[len(base):]  # "" for a consonant
+            symbol = _KOKORO_UNSTRESSED.get(base) if stress == "0" else None
+            word += _STRESS.get(stress, "") + (symbol or _KOKORO_SYMBOLS[base])
             label.append(base)
         spoken.append(word)
     if not label:
