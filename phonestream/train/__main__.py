@@ -115,7 +115,7 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--rounds", type=int, default=1,
-                   help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)")
+                   help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 3)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
     p.add_argument("--fsdd-copies", type=int, default=None,
                    help="augmented passes over the FSDD training takes (default: --copies)")

@@ -246,7 +246,7 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True)),
         click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
-                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 1)."),
+                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 3)."),
         click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
                      help="cache: augmented passes over the training audio."),
         click.option("--fsdd-copies", default=None, type=click.IntRange(1),
