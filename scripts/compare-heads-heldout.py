@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
-"""Greedy PER of model heads on the recipe's held-out sets: synthetic speech by synthesis round, and
-real FSDD takes 45-49.
+"""Greedy PER of model heads on the recipe's held-out sets: synthetic speech by synthesis round (a column
+per round), and real FSDD takes 45-49.
 
 The held-out sets (one synthetic utterance in 25, ``is_synth_dev``; FSDD takes 45-49 of the training
 speakers) are cached by ``phonestream train fit`` under WORK/eval-cache (WORK/eval-cache-base for heads
 on Whisper base) as encoder states, which do not depend on the head. Round-2 utterances (ids ``r2-...``)
 were trained on by no head made from round 1, so they compare such heads fairly; round-1 held-out
 utterances were in the training data of heads made before the hold-out existed, and FSDD takes 45-49
-in that of the shipped v1 head (so its FSDD column is not held out).
+in that of v1, the head shipped before v6 (so its FSDD column is not held out).
 
 Usage::
 
@@ -29,8 +29,6 @@ from phonestream.phones import fold_timit39
 from phonestream.train.__main__ import _dev_sets
 from phonestream.train.evaluate import decode
 from phonestream.train.phones import SYMBOLS
-from phonestream.train.pipeline import cache_folder
-from phonestream.train.trainer import load_states
 
 
 def main() -> None:
@@ -48,25 +46,34 @@ def main() -> None:
         spec = {k: v for k, v in meta["head"].items() if k != "weights"}
         head = build_head(spec, encoder.dim, len(SYMBOLS))
         head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
-        cache = cache_folder(args.work, encoder.name, "eval-cache")
-        heads[name] = (head.eval(), cache, encoder.name)
+        heads[name] = (head.eval(), encoder.name)
     configs = args.configs.split(",")
-    # windows the fit did not score are encoded now (cached beside the fit's, reused next time)
+    # the held-out sets through each window (windows the fit did not score are encoded now and cached)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
-    for encoder in {encoder for _, _, encoder in heads.values()}:
-        _dev_sets(args.work, windows, encoder)
-    print("| head | window | held-out synthetic, round 1 | round 2 | FSDD takes 45-49 |")
-    print("|---|---|---|---|---|")
-    for cfg in configs:
-        for name, (head, cache, _) in heads.items():
-            totals = {"r1": EditCounts(0, 0, 0, 0), "r2": EditCounts(0, 0, 0, 0), "fsdd": EditCounts(0, 0, 0, 0)}
+    sets = {encoder: _dev_sets(args.work, windows, encoder) for encoder in {e for _, e in heads.values()}}
+
+    def column(set_name: str, uid: str) -> str:  # synthetic round (ids r2-..., r3-...; round 1 unprefixed)
+        head = uid.split("-", 1)[0]
+        return "fsdd" if set_name == "fsdddev" else head if head[:1] == "r" and head[1:].isdigit() else "r1"
+
+    rows = []
+    for cfg, window in zip(configs, windows):
+        for name, (head, encoder) in heads.items():
+            totals: dict[str, EditCounts] = {}
             for set_name in ("synthdev", "fsdddev"):
-                data = load_states([cache / f"{set_name}-{cfg}.npz"])
+                data = sets[encoder][(set_name, window)]
                 for uid, ref, hyp in zip(data.ids, data.phones, decode(data, head, list(SYMBOLS))):
-                    key = "fsdd" if set_name == "fsdddev" else "r2" if uid.startswith("r2-") else "r1"
-                    totals[key] = totals[key] + edit_counts(fold_timit39(ref.split()), fold_timit39(hyp))
-            print(f"| {name} | {cfg} | {100 * totals['r1'].rate:.2f} | {100 * totals['r2'].rate:.2f} "
-                  f"| {100 * totals['fsdd'].rate:.2f} |")
+                    key = column(set_name, uid)
+                    totals[key] = totals.get(key, EditCounts(0, 0, 0, 0)) + edit_counts(
+                        fold_timit39(ref.split()), fold_timit39(hyp))
+            rows.append((name, cfg, totals))
+    rounds = sorted({k for *_, t in rows for k in t if k != "fsdd"}, key=lambda r: int(r[1:]))
+    print("| head | window | " + " | ".join(f"held-out synthetic, round {r[1:]}" for r in rounds)
+          + " | FSDD takes 45-49 |")
+    print("|---|---|" + "---|" * (len(rounds) + 1))
+    for name, cfg, totals in rows:
+        cells = [f"{100 * totals[k].rate:.2f}" if k in totals else "-" for k in (*rounds, "fsdd")]
+        print(f"| {name} | {cfg} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

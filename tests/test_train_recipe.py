@@ -94,3 +94,21 @@ def test_cache_stage_keeps_the_real_speech_share_with_fsdd_copies(tmp_path, spee
     assert shards == ["fsdd-copy0-part0of1.npz", "fsdd-copy1-part0of1.npz", "fsdd-copy2-part0of1.npz",
                       "synth-r3-copy0-part0of1.npz"]
     assert load_states([tmp_path / "work" / "cache" / "synth-r3-copy0-part0of1.npz"]).ids == uids
+
+
+def test_eval_states_encode_a_changed_set_afresh(tmp_path, speechlike):
+    """Cached held-out / dev states are named by their items: a set that gained utterances (a new synthesis
+    round) or changed labels (an edited dev manifest) is encoded again, never read stale."""
+    from phonestream.models.whisper import WhisperBackbone
+    from phonestream.train.evaluate import eval_states
+
+    bb = WhisperBackbone(threads=1)
+    clips = _clips(tmp_path, speechlike)
+    cache = tmp_path / "eval-cache"
+    assert eval_states(bb, "dev", clips[:2], None, cache).ids == ["c0", "c1"]
+    assert eval_states(bb, "dev", clips[:2], None, cache).ids == ["c0", "c1"]  # the same set: read back
+    assert len(list(cache.glob("*.npz"))) == 1
+    assert eval_states(bb, "dev", clips, None, cache).ids == ["c0", "c1", "c2"]
+    relabelled = [Item(c.uid, c.path, "AA", c.source) for c in clips]
+    assert eval_states(bb, "dev", relabelled, None, cache).phones == ["AA"] * 3
+    assert len(list(cache.glob("*.npz"))) == 3

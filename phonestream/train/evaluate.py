@@ -61,7 +61,11 @@ def config_name(cfg) -> str:
 
 
 def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False) -> States:
-    out = cache_dir / f"{name}-{config_name(cfg)}.npz"
+    """States of ``items`` through window ``cfg`` (None: offline), encoded once and cached in ``cache_dir``.
+    The file is named by its items (ids, audio paths, labels), so a set that changed since it was cached
+    (a new synthesis round, an edited dev manifest) is encoded afresh instead of read stale."""
+    key = zlib.crc32("\n".join(f"{it.uid}\t{it.path}\t{it.phones}" for it in items).encode())
+    out = cache_dir / f"{name}-{config_name(cfg)}-{key:08x}.npz"
     cache_shard(backbone, items, out, seed=0, augment_audio=augment_audio, configs=[cfg] if cfg else None,
                 offline_fraction=1.0 if cfg is None else 0.0, log_every=0)
     return load_states([out])
