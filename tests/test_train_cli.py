@@ -116,6 +116,8 @@ BAD = [
     (["fit", "--run", ""], "--run"),
     (["fit", "--work", ""], "--work"),
     (["cache", "--copies", "0"], "--copies"),
+    (["cache", "--round-copies", "1=0"], "ROUND=N"),
+    (["cache", "--round-copies", "1:3"], "ROUND=N"),
     (["export", "--checkpoint", "middle"], "--checkpoint"),
     (["export", "--run", "never-trained"], "no checkpoint"),
     (["fitt"], "No such command"),
@@ -179,8 +181,8 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     (tmp_path / "runs" / "r2").mkdir(parents=True)
     (tmp_path / "runs" / "r2" / "best.pt").write_bytes(b"")  # eval/export check that it exists
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
-            "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3", "--workers", "1", "--threads", "1",
-            "--full", "--checkpoint", "best"]
+            "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3",
+            "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best"]
     for stage in ("data", "cache", "fit", "eval", "export", "all"):
         r = CliRunner().invoke(main, ["train", stage, *args], catch_exceptions=False)
         assert r.exit_code == 0, r.output
@@ -191,6 +193,7 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     for stage, got in parser_view.items():
         assert got["--head"] == "conv-64-3-1" and got["--minutes"] == "2.5" and got["--epochs"] == "7", stage
         assert got["--lr"] == "0.001" and got["--rounds"] == "2" and got["--copies"] == "3" and got["--full"]
+        assert got["--round-copies"] == "1=4,2=1", stage
         assert got["--checkpoint"] == "best" and got["--seed"] == "4" and got["--threads"] == "1"
     assert parser_view["export"]["--out"] == str(tmp_path / "export" / "r2") == parser_view["all"]["--out"]
     assert "--out" not in parser_view["fit"]

@@ -75,7 +75,8 @@ def test_custom_backbone_head_fits_and_loads(tmp_path, speechlike, tiny_encoder_
 
 def test_cache_stage_keeps_the_real_speech_share_with_fsdd_copies(tmp_path, speechlike, monkeypatch):
     """``--fsdd-copies`` caches the FSDD takes (the only real speech) more often than the synthetic rounds,
-    per round as many shards as copies x workers; one utterance in 25 of a round is held out."""
+    ``--round-copies`` a named round more often than the others, per round as many shards as copies x
+    workers; one utterance in 25 of a round is held out."""
     from phonestream.train import pipeline
     from phonestream.train.__main__ import recipe
     from phonestream.train.evaluate import is_synth_dev
@@ -84,16 +85,18 @@ def test_cache_stage_keeps_the_real_speech_share_with_fsdd_copies(tmp_path, spee
     synth = tmp_path / "work" / "synth"
     synth.mkdir(parents=True)
     uids = [u for u in (f"r3-kokoro-{i:05d}" for i in range(40)) if not is_synth_dev(u)][:2]
+    uids += [u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u)][:1]  # round 1
     rows = ["id\taudio\tduration_s\tsource\tvoice\ttext\tphones"]
     rows += [f"{u}\t{Path(c.path).resolve()}\t1.0\tkokoro\tv\tt\t{c.phones}" for u, c in zip(uids, clips)]
     (synth / "manifest.tsv").write_text("\n".join(rows) + "\n")
     monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[2:])
     assert recipe(["cache", "--work", str(tmp_path / "work"), "--rounds", "3", "--copies", "1",
-                   "--fsdd-copies", "3", "--workers", "1"]) == 0
+                   "--fsdd-copies", "3", "--round-copies", "1=2", "--workers", "1"]) == 0
     shards = sorted(p.name for p in (tmp_path / "work" / "cache").glob("*.npz"))
     assert shards == ["fsdd-copy0-part0of1.npz", "fsdd-copy1-part0of1.npz", "fsdd-copy2-part0of1.npz",
-                      "synth-r3-copy0-part0of1.npz"]
-    assert load_states([tmp_path / "work" / "cache" / "synth-r3-copy0-part0of1.npz"]).ids == uids
+                      "synth-r1-copy0-part0of1.npz", "synth-r1-copy1-part0of1.npz", "synth-r3-copy0-part0of1.npz"]
+    assert load_states([tmp_path / "work" / "cache" / "synth-r3-copy0-part0of1.npz"]).ids == uids[:2]
+    assert load_states([tmp_path / "work" / "cache" / "synth-r1-copy1-part0of1.npz"]).ids == uids[2:]
 
 
 def test_eval_states_encode_a_changed_set_afresh(tmp_path, speechlike):

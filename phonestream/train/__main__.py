@@ -62,6 +62,13 @@ def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en"):
     return sets
 
 
+def round_copies(text: str) -> dict[int, int]:
+    """ROUND=N[,ROUND=N...] (checked: :func:`.cli.parse_round_copies`)."""
+    from .cli import parse_round_copies
+
+    return parse_round_copies(text)
+
+
 def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
@@ -119,6 +126,8 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
     p.add_argument("--fsdd-copies", type=int, default=None,
                    help="augmented passes over the FSDD training takes (default: --copies)")
+    p.add_argument("--round-copies", type=round_copies, default={},
+                   help="ROUND=N[,ROUND=N...]: augmented passes over those synthesis rounds (default: --copies)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
@@ -169,7 +178,8 @@ def recipe(argv: list[str] | None = None) -> int:
         for rnd, items in sorted(by_round.items()):
             if int(rnd[1:]) > args.rounds:
                 continue
-            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=args.copies, workers=args.workers,
+            copies = args.round_copies.get(int(rnd[1:]), args.copies)
+            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=copies, workers=args.workers,
                                  backbone_spec=spec, cache=cache)
         fsdd_copies = args.fsdd_copies or args.copies
         pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,

@@ -52,6 +52,34 @@ def parse_head(kind: str) -> dict[str, Any]:
     return {"type": "conv", "hidden": hidden, "kernel": kernel, "layers": layers}
 
 
+def parse_round_copies(text: str) -> dict[int, int]:
+    """``"1=3,4=2"`` -> ``{1: 3, 4: 2}``: augmented passes to cache of each named synthesis round.
+
+    Raises:
+        TrainError: a part that is not ROUND=N with both at least 1.
+    """
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        m = re.fullmatch(r"(\d+)\s*=\s*(\d+)", part)
+        if not m or min(int(m[1]), int(m[2])) < 1:
+            raise TrainError(f"round copies {part!r}: use ROUND=N with both at least 1 (e.g. 1=3)")
+        out[int(m[1])] = int(m[2])
+    return out
+
+
+class RoundCopies(click.ParamType):
+    """Per-round cache copies checked by :func:`parse_round_copies` (the value stays the text)."""
+
+    name = "ROUND=N[,ROUND=N]"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        try:
+            parse_round_copies(str(value))
+        except TrainError as err:
+            self.fail(str(err), param, ctx)
+        return str(value)
+
+
 class HeadType(click.ParamType):
     """A head description checked by :func:`parse_head` (the value stays the text)."""
 
@@ -252,6 +280,9 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--fsdd-copies", default=None, type=click.IntRange(1),
                      help="cache: augmented passes over the FSDD training takes, the only real speech "
                           "(default: --copies); more keeps its share when the synthetic rounds grow."),
+        click.option("--round-copies", default=None, type=RoundCopies(),
+                     help="cache: augmented passes over the named synthesis rounds (default: --copies); "
+                          "keeps a round's share when later rounds grow."),
         click.option("--workers", default=2, show_default=True, type=click.IntRange(1)),
         click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
                      help="fit: torch threads for training."),
@@ -273,7 +304,7 @@ _DETAILS = {
     "data": "espeak-ng, flite, festival, Piper and (round 3) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
-             "WORK/cache; --copies, --fsdd-copies, --rounds, --workers.",
+             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
            "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
