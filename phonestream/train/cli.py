@@ -67,30 +67,23 @@ def parse_round_copies(text: str) -> dict[int, int]:
     return out
 
 
-class RoundCopies(click.ParamType):
-    """Per-round cache copies checked by :func:`parse_round_copies` (the value stays the text)."""
+class CheckedText(click.ParamType):
+    """Text checked by a parser that raises :class:`TrainError` (the value stays the text, so the recipe's
+    own parser reads it again)."""
 
-    name = "ROUND=N[,ROUND=N]"
+    def __init__(self, name: str, parse: Callable[[str], Any]) -> None:
+        self.name, self._parse = name, parse
 
     def convert(self, value: Any, param, ctx) -> str:
         try:
-            parse_round_copies(str(value))
+            self._parse(str(value))
         except TrainError as err:
             self.fail(str(err), param, ctx)
         return str(value)
 
 
-class HeadType(click.ParamType):
-    """A head description checked by :func:`parse_head` (the value stays the text)."""
-
-    name = "linear|conv|conv-H-K-L"
-
-    def convert(self, value: Any, param, ctx) -> str:
-        try:
-            parse_head(str(value))
-        except TrainError as err:
-            self.fail(str(err), param, ctx)
-        return str(value)
+HEAD_TYPE = CheckedText("linear|conv|conv-H-K-L", parse_head)
+ROUND_COPIES = CheckedText("ROUND=N[,ROUND=N]", parse_round_copies)
 
 
 class RunName(click.ParamType):
@@ -172,7 +165,7 @@ def train() -> None:
               help="The model folder to write; use it with -m OUT.")
 @click.option("--work", default=DEFAULT_WORK, show_default=True, type=WorkDir(),
               help="Folder for the cached encoder states and the checkpoints.")
-@click.option("--head-type", default="linear", show_default=True, type=HeadType(),
+@click.option("--head-type", default="linear", show_default=True, type=HEAD_TYPE,
               help="linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS.")
 @click.option("--phones-column", default="phones", show_default=True, help="The manifests' phones column.")
 @click.option("--epochs", default=None, type=click.IntRange(1),
@@ -192,7 +185,7 @@ def train() -> None:
               help="What to export: the last epoch, or the one with the lowest dev PER (auto: best with --dev).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming the checkpoint left in --work.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar; the log lines only.")
-@click.option("--head", "head_alias", default=None, hidden=True, type=HeadType(),
+@click.option("--head", "head_alias", default=None, hidden=True, type=HEAD_TYPE,
               help="The old name of --head-type (kept for existing scripts).")
 @_one_line_errors
 def custom(backbone: str, vocab: Path, manifest: Path, dev_manifest: Path | None, out: Path, work: Path,
@@ -266,7 +259,7 @@ def _recipe_options(func: Callable) -> Callable:
                      help="Name of the training run (a folder under WORK/runs)."),
         click.option("--encoder", default="tiny.en", show_default=True, type=click.Choice(list(ENCODERS)),
                      help="cache/fit: the frozen Whisper encoder (eval/export read it from the checkpoint)."),
-        click.option("--head", default="conv-256-5-1", show_default=True, type=HeadType(),
+        click.option("--head", default="conv-256-5-1", show_default=True, type=HEAD_TYPE,
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
         click.option("--seed", default=0, show_default=True, type=int),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
@@ -280,7 +273,7 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--fsdd-copies", default=None, type=click.IntRange(1),
                      help="cache: augmented passes over the FSDD training takes, the only real speech "
                           "(default: --copies); more keeps its share when the synthetic rounds grow."),
-        click.option("--round-copies", default=None, type=RoundCopies(),
+        click.option("--round-copies", default=None, type=ROUND_COPIES,
                      help="cache: augmented passes over the named synthesis rounds (default: --copies); "
                           "keeps a round's share when later rounds grow."),
         click.option("--workers", default=2, show_default=True, type=click.IntRange(1)),
