@@ -118,6 +118,7 @@ BAD = [
     (["cache", "--copies", "0"], "--copies"),
     (["cache", "--round-copies", "1=0"], "ROUND=N"),
     (["cache", "--round-copies", "1:3"], "ROUND=N"),
+    (["cache", "--rounds", "2", "--round-copies", "3=2"], "caches rounds 1-2 only"),
     (["export", "--checkpoint", "middle"], "--checkpoint"),
     (["export", "--run", "never-trained"], "no checkpoint"),
     (["fitt"], "No such command"),

@@ -294,7 +294,7 @@ def _recipe_options(func: Callable) -> Callable:
 
 _DETAILS = {
     "all": "Each stage skips the work whose output already exists, so an interrupted run resumes.",
-    "data": "espeak-ng, flite, festival, Piper and (round 3) Kokoro voices (scripts/install-train-deps.sh); "
+    "data": "espeak-ng, flite, festival, Piper and (rounds 3-4) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
              "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --workers.",
@@ -328,6 +328,10 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
         if not ckpt.is_file():
             raise TrainError(f"no checkpoint {ckpt}: train the run first (phonestream train fit --work "
                              f"{options['work']} --run {options['run']})")
+    extra = [r for r in parse_round_copies(options.get("round_copies") or "") if r > options["rounds"]]
+    if extra and stage in ("all", "cache"):
+        raise TrainError(f"--round-copies names round {extra[0]}, but --rounds {options['rounds']} caches rounds "
+                         f"1-{options['rounds']} only")
     if options.get("out") is None and stage in ("all", "export"):
         options = {**options, "out": Path(options["work"]) / "export" / options["run"]}
     argv = [stage]
