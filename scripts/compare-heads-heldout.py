@@ -29,6 +29,7 @@ from phonestream.phones import fold_timit39
 from phonestream.train.__main__ import _dev_sets
 from phonestream.train.evaluate import decode
 from phonestream.train.phones import SYMBOLS
+from phonestream.train.pipeline import synth_round
 
 
 def main() -> None:
@@ -52,10 +53,6 @@ def main() -> None:
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
     sets = {encoder: _dev_sets(args.work, windows, encoder) for encoder in {e for _, e in heads.values()}}
 
-    def column(set_name: str, uid: str) -> str:  # synthetic round (ids r2-..., r3-...; round 1 unprefixed)
-        head = uid.split("-", 1)[0]
-        return "fsdd" if set_name == "fsdddev" else head if head[:1] == "r" and head[1:].isdigit() else "r1"
-
     rows = []
     for cfg, window in zip(configs, windows):
         for name, (head, encoder) in heads.items():
@@ -63,7 +60,7 @@ def main() -> None:
             for set_name in ("synthdev", "fsdddev"):
                 data = sets[encoder][(set_name, window)]
                 for uid, ref, hyp in zip(data.ids, data.phones, decode(data, head, list(SYMBOLS))):
-                    key = column(set_name, uid)
+                    key = "fsdd" if set_name == "fsdddev" else f"r{synth_round(uid)}"
                     totals[key] = totals.get(key, EditCounts(0, 0, 0, 0)) + edit_counts(
                         fold_timit39(ref.split()), fold_timit39(hyp))
             rows.append((name, cfg, totals))

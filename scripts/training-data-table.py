@@ -17,12 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from phonestream.train.evaluate import FSDD_SPLITS, is_synth_dev
-from phonestream.train.pipeline import FSDD_ROOT, ROUNDS
-
-
-def _round(uid: str) -> int:
-    head = uid.split("-", 1)[0]
-    return int(head[1:]) if head[:1] == "r" and head[1:].isdigit() else 1
+from phonestream.train.pipeline import FSDD_ROOT, ROUNDS, synth_round
 
 
 def main() -> None:
@@ -31,17 +26,18 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=len(ROUNDS))
     args = p.parse_args()
     with (args.work / "synth" / "manifest.tsv").open(encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE) if _round(r["id"]) <= args.rounds]
+        rows = [r for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+                if synth_round(r["id"]) <= args.rounds]
     made: dict[tuple[int, str], int] = defaultdict(int)
     held_out = 0
     per_source: dict[str, dict] = defaultdict(lambda: {"rounds": set(), "n": 0, "s": 0.0, "voices": set()})
     for r in rows:
-        made[(_round(r["id"]), r["source"])] += 1
+        made[(synth_round(r["id"]), r["source"])] += 1
         if is_synth_dev(r["id"]):
             held_out += 1
             continue
         src = per_source[r["source"]]
-        src["rounds"].add(_round(r["id"]))
+        src["rounds"].add(synth_round(r["id"]))
         src["n"] += 1
         src["s"] += float(r["duration_s"])
         src["voices"].add(r["voice"])

@@ -171,15 +171,14 @@ def recipe(argv: list[str] | None = None) -> int:
         from .states import read_manifest
 
         synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if not is_synth_dev(it.uid)]
-        by_round: dict[str, list] = {}
+        by_round: dict[int, list] = {}
         for it in synth:  # one set of shards per synthesis round, so later rounds add shards
-            head = it.uid.split("-", 1)[0]
-            by_round.setdefault(head if head[:1] == "r" and head[1:].isdigit() else "r1", []).append(it)
+            by_round.setdefault(pipeline.synth_round(it.uid), []).append(it)
         for rnd, items in sorted(by_round.items()):
-            if int(rnd[1:]) > args.rounds:
+            if rnd > args.rounds:
                 continue
-            copies = args.round_copies.get(int(rnd[1:]), args.copies)
-            pipeline.stage_cache(work, items, f"synth-{rnd}", copies=copies, workers=args.workers,
+            copies = args.round_copies.get(rnd, args.copies)
+            pipeline.stage_cache(work, items, f"synth-r{rnd}", copies=copies, workers=args.workers,
                                  backbone_spec=spec, cache=cache)
         fsdd_copies = args.fsdd_copies or args.copies
         pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,

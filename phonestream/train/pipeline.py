@@ -68,6 +68,13 @@ def stage_data(work: Path, rounds: int = len(ROUNDS), exclude: list[Path] | None
     return synthesise(jobs, work / "synth", workers=workers)
 
 
+def synth_round(uid: str) -> int:
+    """The synthesis round an utterance id comes from: ``rN-...`` for round N, no prefix for round 1
+    (as :func:`stage_data` names them)."""
+    head = uid.split("-", 1)[0]
+    return int(head[1:]) if head[:1] == "r" and head[1:].isdigit() else 1
+
+
 def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
     from .evaluate import fsdd_items
 
