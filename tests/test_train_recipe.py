@@ -97,6 +97,8 @@ def test_cache_stage_keeps_the_real_speech_share_with_fsdd_copies(tmp_path, spee
                       "synth-r1-copy0-part0of1.npz", "synth-r1-copy1-part0of1.npz", "synth-r3-copy0-part0of1.npz"]
     assert load_states([tmp_path / "work" / "cache" / "synth-r3-copy0-part0of1.npz"]).ids == uids[:2]
     assert load_states([tmp_path / "work" / "cache" / "synth-r1-copy1-part0of1.npz"]).ids == uids[2:]
+    # the recipe's log says when the stage finished, so its duration can be read back from a run
+    assert "min after the command started" in (tmp_path / "work" / "logs" / "cache.log").read_text()
 
 
 def test_eval_states_encode_a_changed_set_afresh(tmp_path, speechlike):

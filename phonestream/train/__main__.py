@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from ..models.base import StreamingDefaults
@@ -150,6 +151,10 @@ def recipe(argv: list[str] | None = None) -> int:
     work = args.work
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
     symbols = list(SYMBOLS)
+    started = time.monotonic()
+
+    def minutes() -> str:
+        return f"{(time.monotonic() - started) / 60:.1f} min"
 
     if args.stage == "custom":
         from .custom import fit_custom
@@ -163,7 +168,7 @@ def recipe(argv: list[str] | None = None) -> int:
 
     if args.stage in ("all", "data"):
         manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
-        log(f"synthetic manifest: {manifest}")
+        log(f"synthetic manifest: {manifest} ({minutes()} after the command started)")
     encoder = ENCODERS[args.encoder]
     spec, cache = {"type": encoder.config_key}, pipeline.cache_folder(work, encoder.name)
     if args.stage in ("all", "cache"):
@@ -183,6 +188,7 @@ def recipe(argv: list[str] | None = None) -> int:
         fsdd_copies = args.fsdd_copies or args.copies
         pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,
                              backbone_spec=spec, cache=cache)
+        log(f"cache folder: {cache} ({minutes()} after the command started)")
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head
 
