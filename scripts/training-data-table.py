@@ -29,6 +29,7 @@ def main() -> None:
         rows = [r for r in csv.DictReader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
                 if synth_round(r["id"]) <= args.rounds]
     made: dict[tuple[int, str], int] = defaultdict(int)
+    trained_s: dict[tuple[int, str], float] = defaultdict(float)  # seconds of audio in training
     held_out = 0
     per_source: dict[str, dict] = defaultdict(lambda: {"rounds": set(), "n": 0, "s": 0.0, "voices": set()})
     for r in rows:
@@ -36,16 +37,18 @@ def main() -> None:
         if is_synth_dev(r["id"]):
             held_out += 1
             continue
+        trained_s[(synth_round(r["id"]), r["source"])] += float(r["duration_s"])
         src = per_source[r["source"]]
         src["rounds"].add(synth_round(r["id"]))
         src["n"] += 1
         src["s"] += float(r["duration_s"])
         src["voices"].add(r["voice"])
-    print("| round | source | jobs | made | skipped |")
-    print("|---|---|---|---|---|")
+    print("| round | source | jobs | made | skipped | hours in training |")
+    print("|---|---|---|---|---|---|")
     for k, counts in enumerate(ROUNDS[: args.rounds], start=1):
         for source, jobs in counts.items():
-            print(f"| {k} | {source} | {jobs:,} | {made[(k, source)]:,} | {jobs - made[(k, source)]:,} |")
+            print(f"| {k} | {source} | {jobs:,} | {made[(k, source)]:,} | {jobs - made[(k, source)]:,} "
+                  f"| {trained_s[(k, source)] / 3600:.2f} |")
     print(f"\nsynthetic utterances made: {len(rows):,}, of them held out: {held_out:,}\n")
     print("| source | rounds | utterances | hours | voice labels |")
     print("|---|---|---|---|---|")
