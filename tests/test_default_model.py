@@ -66,6 +66,16 @@ def test_shipped_folder_is_complete_and_small():
     assert "MIT License" in (DEFAULT_MODEL_DIR / "NOTICE").read_text()
 
 
+def test_shipped_windows_are_what_train_export_writes():
+    """MODEL_CARD's reproduce commands end in ``train export --out phonestream/default_model``: that has to
+    write the shipped presets, so a window rechosen in one place and not the other fails here."""
+    from phonestream.models.base import StreamingDefaults
+    from phonestream.train.__main__ import WINDOWS
+
+    shipped = StreamingDefaults.from_dict(json.loads((DEFAULT_MODEL_DIR / "phonestream.json").read_text())["streaming"])
+    assert shipped == WINDOWS
+
+
 def test_vocabulary_is_arpabet_with_blank_first(model):
     assert model.vocab.symbols[0] == "<blank>" and model.vocab.blank_id == 0
     assert list(model.vocab.symbols[1:]) == ARPABET
