@@ -12,6 +12,8 @@ in that of v1, the head shipped before v6 (so its FSDD column is not held out).
 Usage::
 
     scripts/compare-heads-heldout.py --work W NAME=MODEL_DIR [NAME=MODEL_DIR ...]
+
+``NAME=DIR1+DIR2`` scores two heads on one encoder as one: per frame, the log of their mean posteriors.
 """
 
 from __future__ import annotations
@@ -32,22 +34,31 @@ from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import synth_round
 
 
+def _load(folder: Path):
+    """(PyTorch head, encoder name) of an exported model folder."""
+    meta = json.loads((folder / "phonestream.json").read_text())
+    encoder = BY_CONFIG_KEY[meta["backbone"]["type"]]
+    spec = {k: v for k, v in meta["head"].items() if k != "weights"}
+    head = build_head(spec, encoder.dim, len(SYMBOLS))
+    head.load_state_dict(load_file(str(folder / "head.safetensors")))
+    return head.eval(), encoder.name
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--configs", default="320-1280-160,offline",
                    help="windows CHUNK-LEFT-RIGHT (ms) or offline, comma separated")
-    p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors)")
+    p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors), "
+                   "or NAME=DIR1+DIR2 for their mean posteriors")
     args = p.parse_args()
     heads = {}
     for item in args.heads:
-        name, _, folder = item.partition("=")
-        meta = json.loads((Path(folder) / "phonestream.json").read_text())
-        encoder = BY_CONFIG_KEY[meta["backbone"]["type"]]
-        spec = {k: v for k, v in meta["head"].items() if k != "weights"}
-        head = build_head(spec, encoder.dim, len(SYMBOLS))
-        head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
-        heads[name] = (head.eval(), encoder.name)
+        name, _, folders = item.partition("=")
+        members = [_load(Path(folder)) for folder in folders.split("+")]
+        if len({encoder for _, encoder in members}) > 1:
+            p.error(f"{name}: heads on different encoders cannot be averaged")
+        heads[name] = ([head for head, _ in members], members[0][1])
     configs = args.configs.split(",")
     # the held-out sets through each window (windows the fit did not score are encoded now and cached)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]

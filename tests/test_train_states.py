@@ -10,6 +10,7 @@ from phonestream.models.backbone import Backbone, BackboneCTCModel
 from phonestream.models.base import Vocabulary
 from phonestream.models.torch_heads import ConvHead, LinearHead, to_inference
 from phonestream.streaming import StreamConfig, Streamer
+from phonestream.train.evaluate import log_posteriors, mean_posteriors
 from phonestream.train.states import segments_for
 from phonestream.train.trainer import States, batch_logits, head_radius, make_batch
 
@@ -47,6 +48,18 @@ def _streamed(model, audio, cfg):
     return np.concatenate([b.final for b in s.step()])
 
 
+def _cached(bb, audio, cfg) -> States:
+    """One utterance's states as the cache stage stores them."""
+    segs = segments_for(bb, audio, cfg, margin=8)
+    return States(
+        states=np.concatenate([s for s, *_ in segs]).astype(np.float32),
+        seg_start=np.concatenate([[0], np.cumsum([len(s) for s, *_ in segs])[:-1]]).astype(np.int64),
+        seg_len=np.array([len(s) for s, *_ in segs]), seg_lo=np.array([lo for _, lo, _, _ in segs]),
+        seg_hi=np.array([hi for _, _, hi, _ in segs]), seg_kept=np.array([k for *_, k in segs]),
+        utt_segs=[np.arange(len(segs))], ids=["u"], phones=["A B"], config=["x"], margin=8,
+    )
+
+
 @pytest.mark.parametrize("head_cls", [ConvHead, LinearHead])
 @pytest.mark.parametrize("cfg", [(480, 960, 240), (320, 640, 80), (640, 1280, 320), None])
 def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
@@ -62,14 +75,7 @@ def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
     else:
         expected = _streamed(model, audio, cfg)
 
-    segs = segments_for(bb, audio, cfg, margin=8)
-    data = States(
-        states=np.concatenate([s for s, *_ in segs]).astype(np.float32),
-        seg_start=np.concatenate([[0], np.cumsum([len(s) for s, *_ in segs])[:-1]]).astype(np.int64),
-        seg_len=np.array([len(s) for s, *_ in segs]), seg_lo=np.array([lo for _, lo, _, _ in segs]),
-        seg_hi=np.array([hi for _, _, hi, _ in segs]), seg_kept=np.array([k for *_, k in segs]),
-        utt_segs=[np.arange(len(segs))], ids=["u"], phones=["A B"], config=["x"], margin=8,
-    )
+    data = _cached(bb, audio, cfg)
     vocab = {"<blank>": 0, "A": 1, "B": 2, "C": 3, "D": 4}
     for radius in (None, head_radius(head)):  # the cached margin, and segments cropped to the head's reach
         x, mask, gather, lengths, _, _ = make_batch(data, [0], vocab, radius)
@@ -77,3 +83,25 @@ def test_cached_segments_reproduce_streamer_posteriors(head_cls, cfg):
             got = torch.log_softmax(batch_logits(head, x, mask, gather), -1)[0].numpy()
         assert got.shape == expected.shape == (bb.num_frames(len(audio)), 5)
         np.testing.assert_allclose(got, expected, atol=2e-5)
+
+
+def test_heldout_posteriors_are_the_streamers_and_two_heads_average_as_probabilities():
+    """scripts/compare-heads-heldout.py scores cached states through ``log_posteriors``, and NAME=A+B
+    through ``mean_posteriors``: the first must be what the engine streams, the second the log of the
+    mean of the two heads' streamed posteriors."""
+    rng = np.random.default_rng(2)
+    audio = rng.standard_normal(16000 * 3 + 1234).astype(np.float32) * 0.1
+    bb, cfg, symbols = WindowDependentBackbone(), (320, 640, 80), ["<blank>", "A", "B", "C", "D"]
+    vocab = Vocabulary(tuple(symbols), 0)
+    heads, streamed = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        head = ConvHead(bb.dim, 5, hidden=16, kernel=5, layers=1).eval()
+        heads.append(head)
+        streamed.append(_streamed(BackboneCTCModel(bb, to_inference(head), vocab), audio, cfg))
+    data = _cached(bb, audio, cfg)
+    (got,) = log_posteriors(data, heads[0], symbols)
+    np.testing.assert_allclose(got, streamed[0], atol=2e-5)
+    (mean,) = mean_posteriors([log_posteriors(data, h, symbols) for h in heads])
+    np.testing.assert_allclose(np.exp(mean), (np.exp(streamed[0]) + np.exp(streamed[1])) / 2, atol=2e-5)
+    np.testing.assert_allclose(np.exp(mean).sum(-1), 1.0, atol=1e-5)

@@ -71,19 +71,33 @@ def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, au
     return load_states([out])
 
 
-def decode(data: States, head: torch.nn.Module, symbols: list[str], batch: int = 32) -> list[list[str]]:
-    """Greedy CTC output (:func:`phonestream.decoding.greedy_phonemes`) of ``head`` for every utterance
-    of ``data``; ``symbols[0]`` is the blank."""
+def log_posteriors(data: States, head: torch.nn.Module, symbols: list[str], batch: int = 32) -> list[np.ndarray]:
+    """``head``'s log posteriors ``[frames, len(symbols)]`` for every utterance of ``data``, each window
+    segment seeing zeros beyond its edges as in streaming."""
     vocab_index = {s: i for i, s in enumerate(symbols)}
-    vocab = Vocabulary(tuple(symbols), 0)
-    hyps = []
+    out: list[np.ndarray] = []
     with torch.inference_mode():
         for b in range(0, len(data.ids), batch):
             utts = list(range(b, min(b + batch, len(data.ids))))
             x, mask, gather, lengths, _, _ = make_batch(data, utts, vocab_index, head_radius(head))
             log_probs = torch.log_softmax(batch_logits(head, x, mask, gather).float(), -1).numpy()
-            hyps += [greedy_phonemes(row[:n], vocab) for row, n in zip(log_probs, lengths.tolist())]
-    return hyps
+            out += [row[:n] for row, n in zip(log_probs, lengths.tolist())]
+    return out
+
+
+def mean_posteriors(per_head: list[list[np.ndarray]]) -> list[np.ndarray]:
+    """Several heads as one: per frame, the log of the mean of their posteriors."""
+    return [np.logaddexp.reduce(np.stack(rows), axis=0) - np.log(len(rows)) for rows in zip(*per_head)]
+
+
+def decode(data: States, head: torch.nn.Module | list[torch.nn.Module], symbols: list[str],
+           batch: int = 32) -> list[list[str]]:
+    """Greedy CTC output (:func:`phonestream.decoding.greedy_phonemes`) of ``head`` (or of several heads'
+    mean posteriors, :func:`mean_posteriors`) for every utterance of ``data``; ``symbols[0]`` is the blank."""
+    heads = head if isinstance(head, list) else [head]
+    rows = mean_posteriors([log_posteriors(data, h, symbols, batch) for h in heads])
+    vocab = Vocabulary(tuple(symbols), 0)
+    return [greedy_phonemes(row, vocab) for row in rows]
 
 
 def per(data: States, head, symbols: list[str]) -> float:
