@@ -66,11 +66,11 @@ def main() -> None:
 
     rows = []
     for cfg, window in zip(configs, windows):
-        for name, (head, encoder) in heads.items():
+        for name, (members, encoder) in heads.items():
             totals: dict[str, EditCounts] = {}
             for set_name in ("synthdev", "fsdddev"):
                 data = sets[encoder][(set_name, window)]
-                for uid, ref, hyp in zip(data.ids, data.phones, decode(data, head, list(SYMBOLS))):
+                for uid, ref, hyp in zip(data.ids, data.phones, decode(data, members, list(SYMBOLS))):
                     key = "fsdd" if set_name == "fsdddev" else f"r{synth_round(uid)}"
                     totals[key] = totals.get(key, EditCounts(0, 0, 0, 0)) + edit_counts(
                         fold_timit39(ref.split()), fold_timit39(hyp))

@@ -86,7 +86,9 @@ def log_posteriors(data: States, head: torch.nn.Module, symbols: list[str], batc
 
 
 def mean_posteriors(per_head: list[list[np.ndarray]]) -> list[np.ndarray]:
-    """Several heads as one: per frame, the log of the mean of their posteriors."""
+    """Several heads as one: per frame, the log of the mean of their posteriors (one head: its own)."""
+    if len(per_head) == 1:  # the fit scores one head every few hundred steps: no stacking for it
+        return per_head[0]
     return [np.logaddexp.reduce(np.stack(rows), axis=0) - np.log(len(rows)) for rows in zip(*per_head)]
 
 
