@@ -33,13 +33,14 @@ def main() -> None:
     held_out = 0
     per_source: dict[str, dict] = defaultdict(lambda: {"rounds": set(), "n": 0, "s": 0.0, "voices": set()})
     for r in rows:
-        made[(synth_round(r["id"]), r["source"])] += 1
+        rnd = synth_round(r["id"])
+        made[(rnd, r["source"])] += 1
         if is_synth_dev(r["id"]):
             held_out += 1
             continue
-        trained_s[(synth_round(r["id"]), r["source"])] += float(r["duration_s"])
+        trained_s[(rnd, r["source"])] += float(r["duration_s"])
         src = per_source[r["source"]]
-        src["rounds"].add(synth_round(r["id"]))
+        src["rounds"].add(rnd)
         src["n"] += 1
         src["s"] += float(r["duration_s"])
         src["voices"].add(r["voice"])
