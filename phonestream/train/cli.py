@@ -267,7 +267,7 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True)),
         click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
-                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 3)."),
+                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)."),
         click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
                      help="cache: augmented passes over the training audio."),
         click.option("--fsdd-copies", default=None, type=click.IntRange(1),
@@ -294,7 +294,7 @@ def _recipe_options(func: Callable) -> Callable:
 
 _DETAILS = {
     "all": "Each stage skips the work whose output already exists, so an interrupted run resumes.",
-    "data": "espeak-ng, flite, festival, Piper and (rounds 3-4) Kokoro voices (scripts/install-train-deps.sh); "
+    "data": "espeak-ng, flite, festival, Piper and (rounds 3-5) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
              "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --workers.",

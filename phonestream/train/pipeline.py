@@ -35,6 +35,7 @@ ROUNDS = [
     {"espeak": 1200, "flite": 500, "festival": 400, "piper": 1400},
     {"kokoro": 800},  # about 15% of sentences have a word outside the CMU dictionary and are skipped
     {"kokoro": 2000},  # more Kokoro voices: round 3 moved real speech most per hour of audio
+    {"kokoro": 2000},  # round 5, the same again: failed its held-out rule, not in the shipped recipe (MODEL_CARD)
 ]
 NOTICE_DIR = Path(__file__).resolve().parent / "notice"
 
