@@ -210,7 +210,8 @@ def test_bench_streams_prints_the_table_with_the_null_model():
 
 def test_bench_streams_json_figures_and_bad_arguments():
     runner = CliRunner()
-    result = runner.invoke(main, ["bench", "--streams", "4", "--model", "null", "--seconds", "2", "--json"])
+    result = runner.invoke(main, ["bench", "--streams", "4", "--model", "null", "--seconds", "2", "--json",
+                                  "--chunk-ms", "320"])
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.output.splitlines()[-1])
     assert row["streams"] == 4 and row["errors"] == 0 and row["dropped_s"] == 0
