@@ -29,7 +29,7 @@ from phonestream.models.torch_heads import build_head
 from phonestream.models.whisper import BY_CONFIG_KEY
 from phonestream.phones import fold_timit39
 from phonestream.train.__main__ import DEFAULT_STREAMING, _dev_sets
-from phonestream.train.evaluate import decode
+from phonestream.train.evaluate import config_name, decode
 from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import synth_round
 
@@ -47,8 +47,7 @@ def _load(folder: Path):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
-    balanced = "-".join(map(str, DEFAULT_STREAMING))
-    p.add_argument("--configs", default=f"{balanced},offline",
+    p.add_argument("--configs", default=f"{config_name(DEFAULT_STREAMING)},{config_name(None)}",
                    help="windows CHUNK-LEFT-RIGHT (ms) or offline, comma separated (default: the balanced "
                         "window and offline)")
     p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors), "
