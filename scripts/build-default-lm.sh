@@ -5,19 +5,27 @@
 # with every sentence of the evaluation manifests (CMU ARCTIC prompts read in fraser_arctic, FSDD) and
 # every sentence sharing an 8-word run with one removed. Words -> phonemes by the CMU dictionary that
 # pocketsphinx ships (stress removed); 4-gram interpolated Kneser-Ney.
+#
+# Environment (all optional): OUT (another output file), ORDER (n-gram order), EXCLUDE (more manifests,
+# space separated, whose sentences are left out the same way: scripts/tune-decoder-heldout.py's held-out
+# sentences, for an LM to tune decoder settings with).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
+OUT=${OUT:-phonestream/default_model/lm.arpa.gz}
+ORDER=${ORDER:-4}
+read -r -a EXTRA <<< "${EXCLUDE:-}"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-.venv/bin/python - "$DATA" "$TMP/text.txt" <<'PY'
+.venv/bin/python - "$TMP/text.txt" "$DATA/fraser_arctic/manifest.tsv" "$DATA/fsdd/manifest.tsv" "${EXTRA[@]}" <<'PY'
 import sys
 from pathlib import Path
 from phonestream.train.text import load_sentences
-data, out = Path(sys.argv[1]), Path(sys.argv[2])
-sentences = load_sentences([data / "fraser_arctic" / "manifest.tsv", data / "fsdd" / "manifest.tsv"])
+out, manifests = Path(sys.argv[1]), [Path(m) for m in sys.argv[2:]]
+sentences = load_sentences(manifests)
 out.write_text("\n".join(sentences) + "\n")
 print(f"{len(sentences)} sentences", file=sys.stderr)
 PY
-.venv/bin/phonestream lm build phonestream/default_model/lm.arpa.gz --text "$TMP/text.txt" --order 4 \
-    --exclude-manifest "$DATA/fraser_arctic/manifest.tsv" --exclude-manifest "$DATA/fsdd/manifest.tsv"
+ARGS=(--exclude-manifest "$DATA/fraser_arctic/manifest.tsv" --exclude-manifest "$DATA/fsdd/manifest.tsv")
+for m in "${EXTRA[@]}"; do ARGS+=(--exclude-manifest "$m"); done
+.venv/bin/phonestream lm build "$OUT" --text "$TMP/text.txt" --order "$ORDER" "${ARGS[@]}"

@@ -19,29 +19,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from phonestream.metrics import EditCounts, edit_counts
-from phonestream.models.torch_heads import build_head
-from phonestream.models.whisper import BY_CONFIG_KEY
 from phonestream.phones import fold_timit39
 from phonestream.train.__main__ import DEFAULT_STREAMING, _dev_sets
-from phonestream.train.evaluate import config_name, decode
+from phonestream.train.evaluate import config_name, decode, load_exported_head
 from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import synth_round
-
-
-def _load(folder: Path):
-    """(PyTorch head, encoder name) of an exported model folder."""
-    meta = json.loads((folder / "phonestream.json").read_text())
-    encoder = BY_CONFIG_KEY[meta["backbone"]["type"]]
-    spec = {k: v for k, v in meta["head"].items() if k != "weights"}
-    head = build_head(spec, encoder.dim, len(SYMBOLS))
-    head.load_state_dict(load_file(str(folder / "head.safetensors")))
-    return head.eval(), encoder.name
 
 
 def main() -> None:
@@ -56,7 +41,7 @@ def main() -> None:
     heads = {}
     for item in args.heads:
         name, _, folders = item.partition("=")
-        members = [_load(Path(folder)) for folder in folders.split("+")]
+        members = [load_exported_head(Path(folder)) for folder in folders.split("+")]
         if len({encoder for _, encoder in members}) > 1:
             p.error(f"{name}: heads on different encoders cannot be averaged")
         heads[name] = ([head for head, _ in members], members[0][1])

@@ -105,3 +105,31 @@ def test_heldout_posteriors_are_the_streamers_and_two_heads_average_as_probabili
     (mean,) = mean_posteriors([log_posteriors(data, h, symbols) for h in heads])
     np.testing.assert_allclose(np.exp(mean), (np.exp(streamed[0]) + np.exp(streamed[1])) / 2, atol=2e-5)
     np.testing.assert_allclose(np.exp(mean).sum(-1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("chunk_ms", [160, 240])
+def test_block_replay_commits_what_a_stream_commits(tiny_model, speechlike, tmp_path, chunk_ms):
+    """scripts/tune-decoder-heldout.py scores decoder settings by replaying streamed posteriors one chunk
+    of final frames per step, the rest at the end (:func:`replay_in_blocks`): that must commit exactly the
+    phonemes a live stream with the same beam search and LM commits (endpointing off, as the tuner has it)."""
+    from phonestream.beam import BeamDecoder
+    from phonestream.engine import Recognizer
+    from phonestream.events import Phoneme
+    from phonestream.lm import build_kneser_ney
+    from phonestream.train.evaluate import replay_in_blocks
+
+    lm = build_kneser_ney([["AA", "B", "K", "S"], ["S", "AA", "B"]] * 5, order=3)
+    lm.write_arpa(tmp_path / "lm.arpa")
+    rec = Recognizer(tiny_model, StreamConfig(chunk_ms, 640, 160), decoder="beam", beam=4, lm=str(tmp_path / "lm.arpa"),
+                     lm_weight=0.3, insertion_bonus=1.0, endpoint=False)
+    stream = rec.stream(partials=False)
+    record: list = []
+    stream.recorder = record
+    events = []
+    for i in range(0, len(speechlike), 800):
+        events += stream.accept(speechlike[i : i + 800])
+    events += stream.finish(offline=False)
+    streamed = [e.phoneme for e in events if isinstance(e, Phoneme)]
+    final = np.concatenate([b.final for blocks, _ in record for b in blocks])
+    dec = BeamDecoder(tiny_model.vocab, 0.02, 16000, beam=4, lm=lm, lm_weight=0.3, insertion_bonus=1.0)
+    assert streamed and replay_in_blocks(dec, final, chunk_ms // 20, 160 // 20) == streamed

@@ -60,6 +60,24 @@ def config_name(cfg) -> str:
     return "offline" if cfg is None else "%d-%d-%d" % cfg
 
 
+def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str]:
+    """(PyTorch head in eval mode, encoder name) of a model folder written by ``train export``."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from ..models.torch_heads import build_head
+    from ..models.whisper import BY_CONFIG_KEY
+    from .phones import SYMBOLS
+
+    meta = json.loads((Path(folder) / "phonestream.json").read_text())
+    encoder = BY_CONFIG_KEY[meta["backbone"]["type"]]
+    spec = {k: v for k, v in meta["head"].items() if k != "weights"}
+    head = build_head(spec, encoder.dim, len(SYMBOLS))
+    head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
+    return head.eval(), encoder.name
+
+
 def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False) -> States:
     """States of ``items`` through window ``cfg`` (None: offline), encoded once and cached in ``cache_dir``.
     The file is named by its items (ids, audio paths, labels), so a set that changed since it was cached
@@ -100,6 +118,23 @@ def decode(data: States, head: torch.nn.Module | list[torch.nn.Module], symbols:
     rows = mean_posteriors([log_posteriors(data, h, symbols, batch) for h in heads])
     vocab = Vocabulary(tuple(symbols), 0)
     return [greedy_phonemes(row, vocab) for row in rows]
+
+
+def replay_in_blocks(decoder, log_probs: np.ndarray, chunk_frames: int, right_frames: int) -> list[str]:
+    """The phonemes ``decoder`` (a :class:`~phonestream.decoding.GreedyDecoder` or
+    :class:`~phonestream.beam.BeamDecoder`) commits from one utterance's streamed posteriors when they
+    arrive as a stream without endpointing feeds them: ``chunk_frames`` final frames per step while a
+    step's lookahead (``right_frames``) has been heard, then everything left as the last block at the
+    end of the audio (the held-out settings tuner, ``scripts/tune-decoder-heldout.py``)."""
+    from ..streaming import FrameBlock
+
+    n, out = len(log_probs), []
+    steps = max(0, (n - right_frames) // chunk_frames)
+    edges = [k * chunk_frames for k in range(steps + 1)] + [n]
+    for a, b in zip(edges, edges[1:]):
+        block = FrameBlock(a, log_probs[a:b], log_probs[b:b], b * 320, b == n)  # 20 ms frames at 16 kHz
+        out += [p.phoneme for p in decoder.advance(block)]
+    return out
 
 
 def per(data: States, head, symbols: list[str]) -> float:
