@@ -4,7 +4,7 @@
 # (fortunes + WordNet example sentences, Debian packages installed by scripts/install-train-deps.sh),
 # with every sentence of the evaluation manifests (CMU ARCTIC prompts read in fraser_arctic, FSDD) and
 # every sentence sharing an 8-word run with one removed. Words -> phonemes by the CMU dictionary that
-# pocketsphinx ships (stress removed); 4-gram interpolated Kneser-Ney.
+# pocketsphinx ships (stress removed); 6-gram interpolated Kneser-Ney (4-gram until the fifth session of 2026-12-06).
 #
 # Environment (all optional): OUT (another output file), ORDER (n-gram order), EXCLUDE (more manifests,
 # space separated, whose sentences are left out the same way: scripts/tune-decoder-heldout.py's held-out
@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-phonestream/default_model/lm.arpa.gz}
-ORDER=${ORDER:-4}
+ORDER=${ORDER:-6}
 read -r -a EXTRA <<< "${EXCLUDE:-}"
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
