@@ -502,6 +502,7 @@ def _load_cached(path: Path) -> NgramLM:
     import hashlib
     import os
     import tempfile
+    import zipfile
 
     from .models.whisper import cache_dir
 
@@ -514,8 +515,8 @@ def _load_cached(path: Path) -> NgramLM:
         with np.load(packed, allow_pickle=False) as z:
             table = NgramTable([str(x) for x in z["symbols"]], z["codes"], z["logp"], z["backoff"])
             return NgramLM(int(z["order"]), table)
-    except (OSError, KeyError, ValueError, LMError):
-        pass  # not cached yet (or unreadable): parse
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, LMError):
+        pass  # not cached yet, or a damaged cache file: parse (and write it afresh)
     lm = NgramLM.read_arpa(path)
     if isinstance(lm.table, NgramTable):
         try:

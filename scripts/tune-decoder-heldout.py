@@ -4,17 +4,19 @@
 The held-out sets are those of ``scripts/compare-heads-heldout.py`` (one synthetic utterance in 25, FSDD
 takes 45-49; never reported), through one streaming window. The model's posteriors are computed once
 from the cached encoder states; each setting then replays them through the project's
-:class:`~phonestream.beam.BeamDecoder` block by block, one block per chunk as a stream commits them
-(endpointing is left out: the held-out utterances are single sentences or digits).
+:class:`~phonestream.beam.BeamDecoder` block by block as a stream commits them: one block per chunk while
+the lookahead has been heard, then the rest as one last block (``train.evaluate.replay_in_blocks``, tested
+against a live stream; endpointing is left out: the held-out utterances are single sentences or digits).
 
 The LM to score with is given (``--lm``). The default model's LM was built from the sentences the
 synthetic speech reads, held-out ones included, so it has seen the held-out synthetic text: for
 choosing weights, build an LM from the same text without the held-out sentences
-(``--write-heldout-manifest`` writes them as a manifest for ``phonestream lm build --exclude-manifest``).
+(``--write-heldout-manifest`` writes them as a manifest for ``scripts/build-default-lm.sh``'s ``EXCLUDE``).
 
 Usage::
 
     scripts/tune-decoder-heldout.py --work W --write-heldout-manifest heldout.tsv
+    OUT=tuning.arpa.gz EXCLUDE=heldout.tsv scripts/build-default-lm.sh
     scripts/tune-decoder-heldout.py --work W --lm tuning.arpa.gz --weights 0.3,0.5,0.7 --bonuses 1,1.5,2
 """
 
@@ -73,12 +75,12 @@ def main() -> None:
     p.add_argument("--greedy", action="store_true", help="add a greedy row")
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--write-heldout-manifest", type=Path,
-                   help="write the held-out synthetic sentences as a manifest (id, text) for "
-                        "`phonestream lm build --exclude-manifest`, and stop")
+                   help="write the held-out synthetic utterances as a manifest (id, audio, text, phones_cmu) "
+                        "for build-default-lm.sh's EXCLUDE, and stop")
     args = p.parse_args()
     if args.write_heldout_manifest:
-        held = [it for it in csv.DictReader(open(args.work / "synth" / "manifest.tsv"), delimiter="\t")
-                if is_synth_dev(it["id"])]
+        with open(args.work / "synth" / "manifest.tsv", newline="") as f:
+            held = [it for it in csv.DictReader(f, delimiter="\t") if is_synth_dev(it["id"])]
         with open(args.write_heldout_manifest, "w", newline="") as f:
             w = csv.writer(f, delimiter="\t", lineterminator="\n")
             w.writerow(["id", "audio", "text", "phones_cmu"])

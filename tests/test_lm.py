@@ -144,3 +144,6 @@ def test_load_lm_keeps_the_parsed_table_in_the_cache_folder(tmp_path, monkeypatc
     build_kneser_ney(SENTS[:4], order=2).write_arpa(path)  # edited: another digest, parsed afresh
     lm_module._load_cached(path)
     assert parses == [path]
+    for damaged in (tmp_path / "cache" / "lm").glob("*.npz"):  # a damaged cache file is parsed around
+        damaged.write_bytes(b"PK\x03\x04 not a zip")
+    assert lm_module._load_cached(path).order == 2 and parses == [path, path]
