@@ -519,6 +519,7 @@ def _load_cached(path: Path) -> NgramLM:
         pass  # not cached yet, or a damaged cache file: parse (and write it afresh)
     lm = NgramLM.read_arpa(path)
     if isinstance(lm.table, NgramTable):
+        tmp = None
         try:
             packed.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=packed.parent, suffix=".npz.tmp")
@@ -526,8 +527,9 @@ def _load_cached(path: Path) -> NgramLM:
                 np.savez(f, order=lm.order, symbols=np.array(lm.table.symbols), codes=lm.table.codes,
                          logp=lm.table.logp, backoff=lm.table.backoff)
             os.replace(tmp, packed)  # never a partial file under the final name
-        except OSError:
-            pass
+        except OSError:  # a read-only or full cache folder: the next process parses again
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
     return lm
 
 
