@@ -4,9 +4,9 @@
 The held-out sets are those of ``scripts/compare-heads-heldout.py`` (one synthetic utterance in 25, FSDD
 takes 45-49; never reported), through one streaming window. The model's posteriors are computed once
 from the cached encoder states; each setting then replays them through the project's
-:class:`~phonestream.beam.BeamDecoder` block by block as a stream commits them: one block per chunk while
-the lookahead has been heard, then the rest as one last block (``train.evaluate.replay_in_blocks``, tested
-against a live stream; endpointing is left out: the held-out utterances are single sentences or digits).
+:class:`~phonestream.beam.BeamDecoder` in the streamer's blocks, whose sizes the cache keeps
+(``train.evaluate.replay_in_blocks``, tested against a live stream; endpointing is left out: the held-out
+utterances are single sentences or digits).
 
 The LM to score with is given (``--lm``). The default model's LM was built from the sentences the
 synthetic speech reads, held-out ones included, so it has seen the held-out synthetic text: for
@@ -47,16 +47,16 @@ _JOBS: dict = {}
 def _score(setting: tuple[str, float, float, int]) -> tuple[tuple, dict[str, EditCounts]]:
     """PER counts per held-out group for one (decoder, weight, bonus, beam)."""
     kind, weight, bonus, beam = setting
-    rows, refs, groups, lm_path, chunk = (_JOBS[k] for k in ("rows", "refs", "groups", "lm", "chunk"))
+    rows, blocks, refs, groups, lm_path = (_JOBS[k] for k in ("rows", "blocks", "refs", "groups", "lm"))
     vocab = Vocabulary(tuple(SYMBOLS), 0)
     totals: dict[str, EditCounts] = {}
-    for row, ref, group in zip(rows, refs, groups):
+    for row, sizes, ref, group in zip(rows, blocks, refs, groups):
         if kind == "greedy":
             dec = GreedyDecoder(vocab, FRAME_S, SAMPLE_RATE)
         else:
             dec = BeamDecoder(vocab, FRAME_S, SAMPLE_RATE, beam=beam, lm=load_lm(lm_path) if lm_path else None,
                               lm_weight=weight, insertion_bonus=bonus)
-        counts = edit_counts(fold_timit39(ref.split()), fold_timit39(replay_in_blocks(dec, row, *chunk)))
+        counts = edit_counts(fold_timit39(ref.split()), fold_timit39(replay_in_blocks(dec, row, sizes)))
         for key in (group, "synth" if group.startswith("r") else None):
             if key:
                 totals[key] = totals.get(key, EditCounts(0, 0, 0, 0)) + counts
@@ -90,14 +90,14 @@ def main() -> None:
     window = tuple(int(x) for x in args.config.split("-"))
     head, encoder = load_exported_head(args.model)
     sets = _dev_sets(args.work, [window], encoder)
-    rows, refs, groups = [], [], []
+    rows, blocks, refs, groups = [], [], [], []
     for set_name in ("synthdev", "fsdddev"):
         data = sets[(set_name, window)]
         rows += log_posteriors(data, head, list(SYMBOLS))
+        blocks += [data.seg_kept[segs] for segs in data.utt_segs]  # each step's final frames
         refs += list(data.phones)
         groups += ["fsdd" if set_name == "fsdddev" else f"r{synth_round(u)}" for u in data.ids]
-    _JOBS.update(rows=rows, refs=refs, groups=groups, lm=str(args.lm) if args.lm else None,
-                 chunk=(window[0] // 20, window[2] // 20))
+    _JOBS.update(rows=rows, blocks=blocks, refs=refs, groups=groups, lm=str(args.lm) if args.lm else None)
     settings = [("greedy", 0.0, 0.0, 1)] if args.greedy else []
     settings += [("beam", float(w), float(b), int(k)) for k, w, b in itertools.product(
         args.beams.split(","), args.weights.split(","), args.bonuses.split(","))]

@@ -109,14 +109,15 @@ def test_heldout_posteriors_are_the_streamers_and_two_heads_average_as_probabili
 
 @pytest.mark.parametrize("chunk_ms", [160, 240])
 def test_block_replay_commits_what_a_stream_commits(tiny_model, speechlike, tmp_path, chunk_ms):
-    """scripts/tune-decoder-heldout.py scores decoder settings by replaying streamed posteriors one chunk
-    of final frames per step, the rest at the end (:func:`replay_in_blocks`): that must commit exactly the
+    """scripts/tune-decoder-heldout.py scores decoder settings by replaying streamed posteriors in the
+    blocks the cache keeps (each window's final frames, from stream_windows): that must commit exactly the
     phonemes a live stream with the same beam search and LM commits (endpointing off, as the tuner has it)."""
     from phonestream.beam import BeamDecoder
     from phonestream.engine import Recognizer
     from phonestream.events import Phoneme
     from phonestream.lm import build_kneser_ney
     from phonestream.train.evaluate import replay_in_blocks
+    from phonestream.train.states import stream_windows
 
     lm = build_kneser_ney([["AA", "B", "K", "S"], ["S", "AA", "B"]] * 5, order=3)
     lm.write_arpa(tmp_path / "lm.arpa")
@@ -132,4 +133,6 @@ def test_block_replay_commits_what_a_stream_commits(tiny_model, speechlike, tmp_
     streamed = [e.phoneme for e in events if isinstance(e, Phoneme)]
     final = np.concatenate([b.final for blocks, _ in record for b in blocks])
     dec = BeamDecoder(tiny_model.vocab, 0.02, 16000, beam=4, lm=lm, lm_weight=0.3, insertion_bonus=1.0)
-    assert streamed and replay_in_blocks(dec, final, chunk_ms // 20, 160 // 20) == streamed
+    sizes = [k1 - k0 for _, _, k0, k1 in stream_windows(tiny_model, speechlike, (chunk_ms, 640, 160))]
+    assert sum(sizes) == len(final)
+    assert streamed and replay_in_blocks(dec, final, sizes) == streamed

@@ -120,19 +120,19 @@ def decode(data: States, head: torch.nn.Module | list[torch.nn.Module], symbols:
     return [greedy_phonemes(row, vocab) for row in rows]
 
 
-def replay_in_blocks(decoder, log_probs: np.ndarray, chunk_frames: int, right_frames: int) -> list[str]:
+def replay_in_blocks(decoder, log_probs: np.ndarray, block_frames) -> list[str]:
     """The phonemes ``decoder`` (a :class:`~phonestream.decoding.GreedyDecoder` or
-    :class:`~phonestream.beam.BeamDecoder`) commits from one utterance's streamed posteriors when they
-    arrive as a stream without endpointing feeds them: ``chunk_frames`` final frames per step while a
-    step's lookahead (``right_frames``) has been heard, then everything left as the last block at the
-    end of the audio (the held-out settings tuner, ``scripts/tune-decoder-heldout.py``)."""
+    :class:`~phonestream.beam.BeamDecoder`) commits from one utterance's streamed posteriors fed in the
+    streamer's blocks: ``block_frames`` is each step's count of final frames, as the cache keeps them
+    (``States.seg_kept`` of the utterance's segments, from :func:`.states.stream_windows`). No endpointing
+    (the held-out settings tuner, ``scripts/tune-decoder-heldout.py``)."""
     from ..streaming import FrameBlock
 
-    n, out = len(log_probs), []
-    steps = max(0, (n - right_frames) // chunk_frames)
-    edges = [k * chunk_frames for k in range(steps + 1)] + [n]
+    out: list[str] = []
+    edges = np.concatenate([[0], np.cumsum(block_frames)]).astype(int).tolist()
     for a, b in zip(edges, edges[1:]):
-        block = FrameBlock(a, log_probs[a:b], log_probs[b:b], b * 320, b == n)  # 20 ms frames at 16 kHz
+        last = b == edges[-1]
+        block = FrameBlock(a, log_probs[a:b], log_probs[b:b], b * 320, last)  # 20 ms frames at 16 kHz
         out += [p.phoneme for p in decoder.advance(block)]
     return out
 
