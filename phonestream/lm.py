@@ -231,8 +231,12 @@ class NgramTable(Mapping):
         return (n_symbols + 1) ** order < 2**62
 
     @classmethod
-    def from_dict(cls, table: Mapping[tuple[str, ...], tuple[float, float | None]]) -> "NgramTable":
+    def from_dict(cls, table: Mapping[tuple[str, ...], tuple[float, float | None]],
+                  order: int) -> "NgramTable | None":
+        """``table`` packed, or None when its symbols and ``order`` do not fit an int64 code."""
         symbols = sorted({w for g in table for w in g})
+        if not cls.fits(len(symbols), order):
+            return None
         ids = {s: i for i, s in enumerate(symbols)}
         base = len(symbols) + 1
         codes = np.fromiter((_pack(g, ids, base) for g in table), np.int64, len(table))
@@ -294,8 +298,9 @@ class NgramLM:
 
     def __init__(self, order: int, table: Mapping[tuple[str, ...], tuple[float, float | None]]) -> None:
         self.order = order
-        if isinstance(table, dict) and NgramTable.fits(len({w for g in table for w in g}), order):
-            table = NgramTable.from_dict(table)
+        packed = NgramTable.from_dict(table, order) if isinstance(table, dict) else None
+        if packed is not None:
+            table = packed
         self.table = table  # an NgramTable, or a dict for an inventory too large to pack (ARPA of words)
         if isinstance(table, NgramTable):
             unigrams = [table.symbols[d - 1] for d in table.codes[table.codes < table.base].tolist()]
@@ -454,10 +459,9 @@ class NgramLM:
             open_ &= ~hit
             if not open_.any() and not unknown:
                 break
-            if ctx:
-                bo = table.get(ctx)
-                if bo is not None and bo[1] is not None:
-                    backoff += bo[1]
+            i = table._find(ctx_key) if ctx else -1
+            if i >= 0 and not np.isnan(table.backoff[i]):
+                backoff += float(table.backoff[i])
         rest = np.isnan(out)
         if rest.any():
             unk = table.get((UNK,))
