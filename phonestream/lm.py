@@ -207,7 +207,7 @@ def build_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4,
 class NgramTable(Mapping):
     """An LM's n-grams -> (log10 probability, log10 back-off or None), as a read-only mapping held in
     sorted NumPy arrays: about 24 bytes an n-gram, where a dictionary of tuples took about 400 (a 6-gram
-    phoneme LM, 1.2M n-grams: 517 MB per process as a dictionary).
+    phoneme LM, 1.2M n-grams: about 500 MB per process as a dictionary).
 
     An n-gram is a number in base ``len(symbols) + 1``, one digit per symbol (its index + 1, the first
     symbol the lowest digit), so every order lives in one sorted array and a history's continuations
