@@ -66,7 +66,7 @@ class Recognizer:
         lm: ARPA file for the beam search; ``"auto"`` uses ``lm.arpa*`` in ``model_dir`` (or the
             model's ``source_dir``) if there is one; None or ``"none"`` for no LM.
         lm_weight, insertion_bonus: LM weight and per-phoneme bonus (natural-log units); a bonus of
-            None is 1.5 with an LM and 0 without.
+            None is :data:`~phonestream.decoding.LM_INSERTION_BONUS` (1.0) with an LM and 0 without.
         endpoint: True for the default trailing-silence rules, an :class:`EndpointConfig`, or False.
         silence_db: windows quieter than this skip the model (None: never skip).
         model_dir: the model's folder, where ``lm="auto"`` looks.
