@@ -3,6 +3,7 @@ without PyTorch installed."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -96,3 +97,26 @@ def test_default_model_streams_without_torch_and_hf_models_name_the_extra(tmp_pa
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [f"phonestream: error: the Hugging Face model {tmp_path / 'hf'} needs "
                                              "PyTorch and transformers: pip install 'phonestream[hf]'"]
+
+
+def test_head_cost_script_times_the_heads_own_calls(tmp_path):
+    # scripts/head-cost.py: one row per model, the head's per-step time inside the model's
+    import shutil
+
+    one_layer = tmp_path / "one-layer"
+    shutil.copytree(DEFAULT_MODEL_DIR, one_layer)
+    cfg = json.loads((one_layer / "phonestream.json").read_text())
+    cfg["head"]["layers"] = 1
+    (one_layer / "phonestream.json").write_text(json.dumps(cfg))
+    spec = {k: v for k, v in cfg["head"].items() if k != "weights"}
+    random_head(spec, 384, 40).save(one_layer / "head.safetensors")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "head-cost.py"
+    out = subprocess.run([sys.executable, str(script), str(DEFAULT_MODEL_DIR), str(one_layer), "--latency", "low"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "conv" in line]
+    assert [r[1].strip() for r in rows] == ["conv 0.83M", "conv 0.50M"]
+    for r in rows:
+        steps, frames, head_ms, step_ms = int(r[2]), float(r[3]), float(r[4]), float(r[5])
+        assert steps > 20 and frames > 8 and 0 < head_ms < step_ms
+    # the two-layer head reads 2 more frames either side of the steps' new frames than the one-layer one
+    assert float(rows[0][3]) > float(rows[1][3])
