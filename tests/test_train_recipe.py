@@ -117,3 +117,45 @@ def test_eval_states_encode_a_changed_set_afresh(tmp_path, speechlike):
     relabelled = [Item(c.uid, c.path, "AA", c.source) for c in clips]
     assert eval_states(bb, "dev", relabelled, None, cache).phones == ["AA"] * 3
     assert len(list(cache.glob("*.npz"))) == 3
+
+
+def test_cache_stage_with_windows_streams_through_those_windows_only(tmp_path, speechlike, monkeypatch):
+    """``--windows`` caches every utterance through one of the named windows (no whole-utterance ones), in
+    shards named after them, augmented with other draws than the mix's shards, which it leaves alone."""
+    from phonestream.train import pipeline
+    from phonestream.train.__main__ import recipe
+    from phonestream.train.evaluate import is_synth_dev
+
+    clips = _clips(tmp_path, speechlike)
+    (tmp_path / "work" / "synth").mkdir(parents=True)
+    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))  # round 1
+    (tmp_path / "work" / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
+        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
+    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips)
+    work = str(tmp_path / "work")
+    assert recipe(["cache", "--work", work, "--copies", "1", "--workers", "1"]) == 0
+    assert recipe(["cache", "--work", work, "--copies", "2", "--workers", "1",
+                   "--windows", "balanced,160-1280-160"]) == 0
+    cache = tmp_path / "work" / "cache"
+    named = [f"{tag}-w240-1920-320_160-1280-160-copy{c}-part0of1.npz" for tag in ("fsdd", "synth-r1") for c in (0, 1)]
+    assert sorted(p.name for p in cache.glob("*.npz")) == sorted(
+        ["fsdd-copy0-part0of1.npz", "synth-r1-copy0-part0of1.npz", *named])
+    configs = []
+    for name in named:
+        with np.load(cache / name) as z:
+            configs += list(z["config"])
+    assert len(configs) == 2 * (3 + 1) and set(configs) <= {"240/1920/320", "160/1280/160"}
+    mix = load_states([cache / "fsdd-copy0-part0of1.npz"])
+    named = load_states([cache / named[0]])
+    assert sorted(mix.ids) == sorted(named.ids) == ["c0", "c1", "c2"]
+    # other augmentation draws: the states differ even where both happened to stream the same window
+    assert not np.array_equal(mix.states[:50], named.states[:50])
+
+
+@pytest.mark.parametrize("text", ["250-1920-320", "0-1920-320", "balanced,fast", "240-1920", ","])
+def test_windows_option_rejects_what_is_not_a_window(text):
+    from phonestream.train.cli import TrainError, parse_windows
+
+    with pytest.raises(TrainError):
+        parse_windows(text)

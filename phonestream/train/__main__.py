@@ -72,6 +72,13 @@ def round_copies(text: str) -> dict[int, int]:
     return parse_round_copies(text)
 
 
+def windows_list(text: str) -> list[tuple[int, int, int]]:
+    """W[,W...] (checked: :func:`.cli.parse_windows`)."""
+    from .cli import parse_windows
+
+    return parse_windows(text)
+
+
 def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
@@ -131,6 +138,9 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="augmented passes over the FSDD training takes (default: --copies)")
     p.add_argument("--round-copies", type=round_copies, default={},
                    help="ROUND=N[,ROUND=N...]: augmented passes over those synthesis rounds (default: --copies)")
+    p.add_argument("--windows", type=windows_list, default=None,
+                   help="W[,W...]: cache every utterance through one of these windows (CHUNK-LEFT-RIGHT ms, or "
+                   "low, balanced, accurate) instead of the training mix; the shards add to the mix's")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
@@ -186,10 +196,10 @@ def recipe(argv: list[str] | None = None) -> int:
                 continue
             copies = args.round_copies.get(rnd, args.copies)
             pipeline.stage_cache(work, items, f"synth-r{rnd}", copies=copies, workers=args.workers,
-                                 backbone_spec=spec, cache=cache)
+                                 backbone_spec=spec, cache=cache, windows=args.windows)
         fsdd_copies = args.fsdd_copies or args.copies
         pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,
-                             backbone_spec=spec, cache=cache)
+                             backbone_spec=spec, cache=cache, windows=args.windows)
         log(f"cache folder: {cache} ({minutes()} after the command started)")
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head

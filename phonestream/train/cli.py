@@ -67,6 +67,32 @@ def parse_round_copies(text: str) -> dict[int, int]:
     return out
 
 
+def parse_windows(text: str) -> list[tuple[int, int, int]]:
+    """``"balanced,160-1280-160"`` -> ``[(240, 1920, 320), (160, 1280, 160)]``: streaming windows (chunk,
+    left, right ms) to cache, each CHUNK-LEFT-RIGHT or a preset of the default model (low, balanced,
+    accurate).
+
+    Raises:
+        TrainError: a part that is neither, a chunk that is not a positive multiple of 20 ms (one encoder
+        frame), or a context that is negative or not a multiple of 20 ms.
+    """
+    from .__main__ import WINDOWS
+
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part in ("low", "balanced", "accurate"):
+            out.append(tuple(WINDOWS.preset(part)))
+            continue
+        m = re.fullmatch(r"(\d+)-(\d+)-(\d+)", part)
+        if not m or int(m[1]) < 20 or any(int(v) % 20 for v in m.groups()):
+            raise TrainError(f"window {part!r}: use CHUNK-LEFT-RIGHT in ms, multiples of 20 with a chunk of at "
+                             "least 20 (e.g. 240-1920-320), or low, balanced, accurate")
+        out.append((int(m[1]), int(m[2]), int(m[3])))
+    if not out:
+        raise TrainError("--windows names no window")
+    return out
+
+
 class CheckedText(click.ParamType):
     """Text checked by a parser that raises :class:`TrainError` (the value stays the text, so the recipe's
     own parser reads it again)."""
@@ -84,6 +110,7 @@ class CheckedText(click.ParamType):
 
 HEAD_TYPE = CheckedText("linear|conv|conv-H-K-L", parse_head)
 ROUND_COPIES = CheckedText("ROUND=N[,ROUND=N]", parse_round_copies)
+WINDOW_LIST = CheckedText("C-L-R|PRESET[,...]", parse_windows)
 
 
 class RunName(click.ParamType):
@@ -276,6 +303,10 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--round-copies", default=None, type=ROUND_COPIES,
                      help="cache: augmented passes over the named synthesis rounds (default: --copies); "
                           "keeps a round's share when later rounds grow."),
+        click.option("--windows", default=None, type=WINDOW_LIST,
+                     help="cache: stream every utterance through one of these windows (CHUNK-LEFT-RIGHT ms, or "
+                          "low, balanced, accurate) instead of the 64-window mix with 15% whole utterances; "
+                          "the shards are named after them and add to the mix's."),
         click.option("--workers", default=2, show_default=True, type=click.IntRange(1)),
         click.option("--threads", default=2, show_default=True, type=click.IntRange(1),
                      help="fit: torch threads for training."),
@@ -297,7 +328,7 @@ _DETAILS = {
     "data": "espeak-ng, flite, festival, Piper and (rounds 3-5) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
-             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --workers.",
+             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --windows, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
            "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import zlib
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -86,14 +87,18 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 
 
 def _cache_worker(args) -> str:
-    backbone_spec, items, out, seed, augment_audio, threads = args
+    backbone_spec, items, out, seed, augment_audio, threads, configs = args
     spec = dict(backbone_spec)
     if spec.get("type") in WHISPER_ENCODERS:
         spec["threads"] = threads
     else:
         torch.set_num_threads(threads)
     backbone = load_backbone(spec)
-    cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio)
+    if configs:  # only the named windows, no whole-utterance ones
+        cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio, configs=configs,
+                    offline_fraction=0.0)
+    else:
+        cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio)
     return out
 
 
@@ -105,22 +110,31 @@ def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache") -> P
 
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
                 backbone_spec: dict | None = None, augment_audio: bool = True,
-                cache: Path | None = None) -> list[Path]:
+                cache: Path | None = None, windows: list[tuple[int, int, int]] | None = None) -> list[Path]:
     """Cache ``copies`` differently augmented, differently streamed passes over ``items`` into ``cache``
-    (default WORK/cache)."""
+    (default WORK/cache).
+
+    Each utterance's window (chunk, left, right ms) is drawn from :data:`.states.TRAIN_CONFIGS`, 15% of
+    them whole-utterance, or, with ``windows``, from those only: such shards are named after the windows
+    (``TAG-wC-L-R_...-copyN-...``) and augmented with their own seeds, so they add to the mix's shards."""
     backbone_spec = backbone_spec or {"type": WHISPER_KEY}
     cache = cache or work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
+    base = 0
+    if windows:
+        tag += "-w" + "_".join("%d-%d-%d" % tuple(w) for w in windows)
+        base = zlib.crc32(tag.encode())  # other augmentation draws than the mix's copies
     jobs, outs = [], []
     for c in range(copies):
-        rng = np.random.default_rng(1000 + c)
+        rng = np.random.default_rng([base, 1000 + c] if base else 1000 + c)
         order = rng.permutation(len(items))
         for w in range(workers):
             part = [items[i] for i in order[w::workers]]
             out = cache / f"{tag}-copy{c}-part{w}of{workers}.npz"
             outs.append(out)
             if not out.exists():
-                jobs.append((backbone_spec, part, str(out), 7919 * c + w, augment_audio, 1))
+                jobs.append((backbone_spec, part, str(out), (base + 7919 * c + w) % 2**32, augment_audio, 1,
+                             windows))
     if jobs:
         with get_context("spawn").Pool(workers) as pool:
             for out in pool.imap_unordered(_cache_worker, jobs):
