@@ -121,6 +121,10 @@ BAD = [
     (["cache", "--rounds", "2", "--round-copies", "3=2"], "caches rounds 1-2 only"),
     (["export", "--checkpoint", "middle"], "--checkpoint"),
     (["export", "--run", "never-trained"], "no checkpoint"),
+    (["fit", "--init", "never-trained"], "no checkpoint"),
+    (["fit", "--init", "../elsewhere"], "--init"),
+    (["cache", "--windows", "250-1920-320"], "--windows"),
+    (["cache", "--windows", "quick"], "--windows"),
     (["fitt"], "No such command"),
     (["custom", "--vocab", "nope.txt"], "--vocab"),
     (["custom", "--head-type", "big", "--backbone", "x"], "--head-type"),
@@ -181,9 +185,11 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     monkeypatch.setattr(recipe, "recipe", lambda argv: seen.append(argv) or 0)
     (tmp_path / "runs" / "r2").mkdir(parents=True)
     (tmp_path / "runs" / "r2" / "best.pt").write_bytes(b"")  # eval/export check that it exists
+    (tmp_path / "runs" / "r2" / "last.pt").write_bytes(b"")  # and fit --init
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
             "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3",
-            "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best"]
+            "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best",
+            "--windows", "balanced,160-1280-160", "--init", "r2"]
     for stage in ("data", "cache", "fit", "eval", "export", "all"):
         r = CliRunner().invoke(main, ["train", stage, *args], catch_exceptions=False)
         assert r.exit_code == 0, r.output
@@ -194,7 +200,8 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     for stage, got in parser_view.items():
         assert got["--head"] == "conv-64-3-1" and got["--minutes"] == "2.5" and got["--epochs"] == "7", stage
         assert got["--lr"] == "0.001" and got["--rounds"] == "2" and got["--copies"] == "3" and got["--full"]
-        assert got["--round-copies"] == "1=4,2=1", stage
+        assert got["--round-copies"] == "1=4,2=1" and got["--windows"] == "balanced,160-1280-160", stage
+        assert got["--init"] == "r2", stage
         assert got["--checkpoint"] == "best" and got["--seed"] == "4" and got["--threads"] == "1"
     assert parser_view["export"]["--out"] == str(tmp_path / "export" / "r2") == parser_view["all"]["--out"]
     assert "--out" not in parser_view["fit"]

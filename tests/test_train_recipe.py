@@ -159,3 +159,29 @@ def test_windows_option_rejects_what_is_not_a_window(text):
 
     with pytest.raises(TrainError):
         parse_windows(text)
+
+
+def test_fit_with_init_starts_from_another_runs_head(tmp_path, speechlike):
+    """``fit --init RUN`` starts from RUN's weights (with a zero learning rate they come out unchanged) and
+    refuses a checkpoint of another head shape in one line."""
+    import torch
+
+    from phonestream.models.whisper import WhisperBackbone
+
+    bb = WhisperBackbone(threads=1)
+    shard = tmp_path / "cache" / "s.npz"
+    cache_shard(bb, _clips(tmp_path, speechlike), shard, seed=0, augment_audio=False, log_every=0)
+    data = load_states([shard])
+    spec = {"type": "conv", "hidden": 16, "kernel": 3, "layers": 2}
+    train_head(data, list(SYMBOLS), tmp_path / "a", TrainConfig(head=spec, max_epochs=1, eval_every=10**6, seed=1),
+               bb.dim, None, lambda m: None)
+    logs: list[str] = []
+    cfg = TrainConfig(head=spec, max_epochs=1, eval_every=10**6, seed=2, lr=1e-12, weight_decay=0.0,
+                      init=str(tmp_path / "a" / "last.pt"))
+    train_head(data, list(SYMBOLS), tmp_path / "b", cfg, bb.dim, None, logs.append)
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=False)["head"] for r in ("a", "b"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert any("started from the head in" in m for m in logs)
+    other = TrainConfig(head={**spec, "layers": 1}, max_epochs=1, init=str(tmp_path / "a" / "last.pt"))
+    with pytest.raises(ValueError, match="--init .* holds a"):
+        train_head(data, list(SYMBOLS), tmp_path / "c", other, bb.dim, None, lambda m: None)

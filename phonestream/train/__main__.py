@@ -128,6 +128,7 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--head", default="conv-256-5-1",
                    help="linear | conv (256 hidden, kernel 5, 2 layers) | conv-HIDDEN-KERNEL-LAYERS")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, help="fit: start from RUN's last checkpoint (fine-tuning)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -202,8 +203,12 @@ def recipe(argv: list[str] | None = None) -> int:
                              backbone_spec=spec, cache=cache, windows=args.windows)
         log(f"cache folder: {cache} ({minutes()} after the command started)")
     if args.stage in ("all", "fit"):
+        from .cli import TrainError
         from .trainer import TrainConfig, load_states, train_head
 
+        init = work / "runs" / args.init / "last.pt" if args.init else None
+        if init is not None and not init.is_file():  # before the states are loaded (minutes, gigabytes)
+            raise TrainError(f"--init {args.init}: no checkpoint {init} (a finished run in this work folder)")
         shards = sorted(cache.glob("*.npz"))
         shards = [s for s in shards if ".tmp." not in s.name]
         data = load_states(shards)
@@ -211,7 +216,8 @@ def recipe(argv: list[str] | None = None) -> int:
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
         sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
-                          seed=args.seed, threads=args.threads, encoder=encoder.name)
+                          seed=args.seed, threads=args.threads, encoder=encoder.name,
+                          init=str(init) if init else None)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch

@@ -289,6 +289,9 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--head", default="conv-256-5-1", show_default=True, type=HEAD_TYPE,
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
         click.option("--seed", default=0, show_default=True, type=int),
+        click.option("--init", default=None, type=RunName(),
+                     help="fit: start from this run's last checkpoint (same head and encoder): fine-tuning, with "
+                          "a fresh optimiser and schedule."),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="fit: training time budget."),
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
@@ -330,7 +333,7 @@ _DETAILS = {
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
              "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --windows, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
-           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed.",
+           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed, --init.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
             "--checkpoint.",
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "
@@ -359,6 +362,10 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
         if not ckpt.is_file():
             raise TrainError(f"no checkpoint {ckpt}: train the run first (phonestream train fit --work "
                              f"{options['work']} --run {options['run']})")
+    if options.get("init") and stage in ("all", "fit"):
+        init = Path(options["work"]) / "runs" / options["init"] / "last.pt"
+        if not init.is_file():
+            raise TrainError(f"--init {options['init']}: no checkpoint {init} (a finished run in this work folder)")
     extra = [r for r in parse_round_copies(options.get("round_copies") or "") if r > options["rounds"]]
     if extra and stage in ("all", "cache"):
         raise TrainError(f"--round-copies names round {extra[0]}, but --rounds {options['rounds']} caches rounds "

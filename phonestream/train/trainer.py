@@ -146,6 +146,7 @@ class TrainConfig:
     eval_every: int = 100  # steps between evaluations; 0: at the end of every epoch
     warmup: int = 30
     encoder: str = "tiny.en"  # the Whisper encoder whose states the head reads (models.whisper.ENCODERS)
+    init: str | None = None  # a checkpoint (.pt) whose head weights start the run (fine-tuning), else random
 
 
 def _batches(data: States, frames: np.ndarray, batch_frames: int, rng: np.random.Generator) -> list[list[int]]:
@@ -201,6 +202,13 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
         log(f"resumed from step {state['step']} (epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min)")
+    elif cfg.init:  # fine-tuning: the weights only; optimiser, schedule and batches start afresh
+        saved = torch.load(cfg.init, weights_only=False)
+        if saved["config"]["head"] != cfg.head or saved["config"].get("encoder", "tiny.en") != cfg.encoder:
+            raise ValueError(f"--init {cfg.init} holds a {saved['config']['head']} head on "
+                             f"{saved['config'].get('encoder', 'tiny.en')}, not this run's {cfg.head} on {cfg.encoder}")
+        head.load_state_dict(saved["head"])
+        log(f"started from the head in {cfg.init}")
     (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     def lr_at(step):
