@@ -185,7 +185,6 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     monkeypatch.setattr(recipe, "recipe", lambda argv: seen.append(argv) or 0)
     (tmp_path / "runs" / "r2").mkdir(parents=True)
     (tmp_path / "runs" / "r2" / "best.pt").write_bytes(b"")  # eval/export check that it exists
-    (tmp_path / "runs" / "r2" / "last.pt").write_bytes(b"")  # and fit --init
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
             "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3",
             "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best",

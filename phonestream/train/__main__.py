@@ -162,6 +162,11 @@ def recipe(argv: list[str] | None = None) -> int:
     from .phones import SYMBOLS
 
     work = args.work
+    init = work / "runs" / args.init / "last.pt" if args.init and args.stage in ("all", "fit") else None
+    if init is not None and not init.is_file():  # before any stage runs (data and cache take hours)
+        from .cli import TrainError
+
+        raise TrainError(f"--init {args.init}: no checkpoint {init} (a finished run in this work folder)")
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
     symbols = list(SYMBOLS)
     started = time.monotonic()
@@ -203,12 +208,8 @@ def recipe(argv: list[str] | None = None) -> int:
                              backbone_spec=spec, cache=cache, windows=args.windows)
         log(f"cache folder: {cache} ({minutes()} after the command started)")
     if args.stage in ("all", "fit"):
-        from .cli import TrainError
         from .trainer import TrainConfig, load_states, train_head
 
-        init = work / "runs" / args.init / "last.pt" if args.init else None
-        if init is not None and not init.is_file():  # before the states are loaded (minutes, gigabytes)
-            raise TrainError(f"--init {args.init}: no checkpoint {init} (a finished run in this work folder)")
         shards = sorted(cache.glob("*.npz"))
         shards = [s for s in shards if ".tmp." not in s.name]
         data = load_states(shards)

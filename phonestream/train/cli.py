@@ -362,10 +362,6 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
         if not ckpt.is_file():
             raise TrainError(f"no checkpoint {ckpt}: train the run first (phonestream train fit --work "
                              f"{options['work']} --run {options['run']})")
-    if options.get("init") and stage in ("all", "fit"):
-        init = Path(options["work"]) / "runs" / options["init"] / "last.pt"
-        if not init.is_file():
-            raise TrainError(f"--init {options['init']}: no checkpoint {init} (a finished run in this work folder)")
     extra = [r for r in parse_round_copies(options.get("round_copies") or "") if r > options["rounds"]]
     if extra and stage in ("all", "cache"):
         raise TrainError(f"--round-copies names round {extra[0]}, but --rounds {options['rounds']} caches rounds "

@@ -26,7 +26,7 @@ from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import ENCODERS, WhisperBackbone
 from .evaluate import SHARED
 from .phones import SYMBOLS
-from .states import Item, cache_shard
+from .states import OFFLINE_FRACTION, Item, cache_shard
 
 FRASER_MANIFEST = SHARED / "fraser_arctic" / "manifest.tsv"  # its sentences are kept out of synthesis
 FSDD_ROOT = SHARED / "fsdd"
@@ -94,11 +94,9 @@ def _cache_worker(args) -> str:
     else:
         torch.set_num_threads(threads)
     backbone = load_backbone(spec)
-    if configs:  # only the named windows, no whole-utterance ones
-        cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio, configs=configs,
-                    offline_fraction=0.0)
-    else:
-        cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio)
+    # named windows (stage_cache's ``windows``) come without whole-utterance ones
+    cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio, configs=configs,
+                offline_fraction=0.0 if configs else OFFLINE_FRACTION)
     return out
 
 
