@@ -185,3 +185,19 @@ def test_fit_with_init_starts_from_another_runs_head(tmp_path, speechlike):
     other = TrainConfig(head={**spec, "layers": 1}, max_epochs=1, init=str(tmp_path / "a" / "last.pt"))
     with pytest.raises(ValueError, match="--init .* holds a"):
         train_head(data, list(SYMBOLS), tmp_path / "c", other, bb.dim, None, lambda m: None)
+
+
+def test_data_stage_keep_makes_the_same_utterances_as_the_full_set(tmp_path, monkeypatch):
+    """``stage_data(keep=...)`` (how scripts/commit-heldout.py makes only the held-out utterances) asks
+    for exactly those jobs of the full set, each with the voice and prosody it has there."""
+    from phonestream.train import pipeline, synth, text
+    from phonestream.train.evaluate import is_synth_dev
+
+    asked: list[list] = []
+    monkeypatch.setattr(text, "load_sentences", lambda *a, **k: [f"sentence {i}" for i in range(20000)])
+    monkeypatch.setattr(synth, "synthesise", lambda jobs, out, workers=2: asked.append(jobs) or out / "manifest.tsv")
+    pipeline.stage_data(tmp_path, rounds=4)
+    pipeline.stage_data(tmp_path, rounds=4, keep=is_synth_dev)
+    full, held = asked
+    assert held == [j for j in full if is_synth_dev(j.uid)]
+    assert 0 < len(held) < len(full) / 10 and {j.source for j in held} >= {"espeak", "kokoro"}

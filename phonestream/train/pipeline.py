@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 import zlib
+from collections.abc import Callable
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -57,8 +58,10 @@ def log_to(path: Path):
 
 
 def stage_data(work: Path, rounds: int = len(ROUNDS), exclude: list[Path] | None = None,
-               workers: int = 2, seed: int = 0) -> Path:
-    """Synthesise the first ``rounds`` rounds into WORK/synth (resumable: done ids are skipped)."""
+               workers: int = 2, seed: int = 0, keep: Callable[[str], bool] | None = None) -> Path:
+    """Synthesise the first ``rounds`` rounds into WORK/synth (resumable: done ids are skipped).
+    ``keep``, given an utterance id, says whether to make it (default: all); each utterance's voice and
+    prosody are drawn for every job first, so a subset is the same audio as in the full set."""
     from .synth import make_jobs, synthesise
     from .text import load_sentences
 
@@ -67,6 +70,8 @@ def stage_data(work: Path, rounds: int = len(ROUNDS), exclude: list[Path] | None
     for r, counts in enumerate(ROUNDS[:rounds]):
         jobs += make_jobs(sentences, counts, seed=seed + r, offset=offset, prefix="" if r == 0 else f"r{r + 1}-")
         offset += sum(counts.values())
+    if keep is not None:
+        jobs = [j for j in jobs if keep(j.uid)]
     return synthesise(jobs, work / "synth", workers=workers)
 
 

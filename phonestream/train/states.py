@@ -79,6 +79,23 @@ def read_manifest(path: Path, phones_col: str = "phones", source: str | None = N
                  source or row.fields.get("source", path.parent.name)) for k, row in enumerate(rows)]
 
 
+def augmented(items: list[Item], sample_rate: int, rng: np.random.Generator, augment_audio: bool = True):
+    """Yield ``(item, audio)`` for each item, the audio augmented (:func:`.augment.augment`) with babble
+    drawn from up to 64 of the earlier items' clean audio. ``rng`` is drawn from in item order only as each
+    item is yielded, so a caller may draw from it between items (as :func:`cache_shard` does)."""
+    babble: list[np.ndarray] = []
+    for it in items:
+        x = load_audio(it.path, sample_rate)
+        if augment_audio:
+            y = augment(x, rng, babble or None)
+            if len(babble) < 64:
+                babble.append(x)
+            elif rng.random() < 0.05:
+                babble[rng.integers(len(babble))] = x
+            x = y
+        yield it, x
+
+
 def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,
                 configs=None, offline_fraction: float = OFFLINE_FRACTION, margin: int = MARGIN,
                 log_every: int = 200) -> None:
@@ -87,20 +104,11 @@ def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, aug
         return
     configs = configs or TRAIN_CONFIGS
     rng = np.random.default_rng(seed)
-    babble: list[np.ndarray] = []
     segs, meta = [], {k: [] for k in ("seg_utt", "seg_lo", "seg_hi", "seg_kept", "seg_len")}
     ids, phones, cfgs = [], [], []
     t0 = time.time()
     audio_s = 0.0
-    for i, it in enumerate(items):
-        x = load_audio(it.path, backbone.sample_rate)
-        if augment_audio:
-            y = augment(x, rng, babble or None)
-            if len(babble) < 64:
-                babble.append(x)
-            elif rng.random() < 0.05:
-                babble[rng.integers(len(babble))] = x
-            x = y
+    for i, (it, x) in enumerate(augmented(items, backbone.sample_rate, rng, augment_audio)):
         if len(x) < 1600:
             continue
         cfg = None if rng.random() < offline_fraction else configs[rng.integers(len(configs))]
