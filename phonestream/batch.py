@@ -106,7 +106,7 @@ class RecognizerSpec:
 def decoder_options(decoding: dict[str, Any]) -> dict[str, Any]:
     """``Recognizer`` keyword arguments from the CLI's decoder options (the ``decoding`` dict of
     :func:`phonestream.cli.decoder_options`): unset ones are left to the recognizer's defaults."""
-    out = {k: decoding[k] for k in ("decoder", "beam", "lm", "lm_weight", "insertion_bonus")
+    out = {k: decoding[k] for k in ("decoder", "beam", "lm", "lm_weight", "insertion_bonus", "lookahead")
            if decoding.get(k) is not None}
     out["endpoint"] = EndpointConfig(decoding["endpoint_rule1"], decoding["endpoint_rule2"],
                                      decoding["max_utterance"]) if decoding["endpoint"] else False

@@ -148,12 +148,16 @@ class BeamDecoder:
         commit_wait_s: commit the best hypothesis' phonemes closed longer ago than this even if other
             hypotheses disagree (None: wait for agreement however long it takes).
         beam_prune_logp: drop hypotheses this far (natural log) below the best one.
+        lookahead: choose the best hypothesis after also searching the block's provisional frames (on
+            a copy of the beams; see :meth:`_lookahead`), so that the right context the window already
+            computed can overturn a choice the final frames alone would commit. Off: the best
+            hypothesis of the final frames alone.
     """
 
     def __init__(self, vocab: Vocabulary, frame_seconds: float, sample_rate: int, beam: int = 4,
                  lm: NgramLM | None = None, lm_weight: float = 0.5, insertion_bonus: float = 0.0,
                  prune_logp: float = -5.0, top_k: int = 6, commit_wait_s: float | None = 0.0,
-                 beam_prune_logp: float = -10.0) -> None:
+                 beam_prune_logp: float = -10.0, lookahead: bool = False) -> None:
         if beam < 1:
             raise ValueError(f"beam must be at least 1, got {beam}")
         self.vocab = vocab
@@ -163,6 +167,7 @@ class BeamDecoder:
         self.prune_logp = prune_logp
         self.beam_prune_logp = beam_prune_logp
         self.top_k = top_k
+        self.lookahead = lookahead
         self.commit_wait = None if commit_wait_s is None else max(0, round(commit_wait_s / frame_seconds))
         self._silent_ids = sorted({vocab.blank_id, *vocab.skip_ids})
         self._phone_ids = np.array([i for i in range(len(vocab)) if i not in self._silent_ids])
@@ -170,6 +175,7 @@ class BeamDecoder:
         self.bonus = insertion_bonus
         self.count = 0  # phonemes committed so far (reset() keeps counting)
         self._frame = 0  # next final frame index
+        self._end = 0  # end frame of the last committed phoneme
         self.reset()
 
     def reset(self) -> None:
@@ -179,6 +185,7 @@ class BeamDecoder:
         self._last = -1  # last committed phoneme id (-1: none)
         self._buf = np.zeros((0, len(self.vocab)), np.float32)  # final log posteriors from _buf_start on
         self._buf_start = 0
+        self._tail: tuple[int, ...] | None = None  # the lookahead's best hypothesis beyond the commits
 
     # -- search -------------------------------------------------------------------------------------
 
@@ -269,6 +276,7 @@ class BeamDecoder:
     def advance(self, block: FrameBlock) -> list[Phoneme]:
         """Consume one block's final frames; return the phonemes this commits, in order."""
         committed_at = block.received / self.sample_rate
+        self._tail = None
         if len(block.final):
             if not len(self._buf):
                 self._buf_start = block.start_frame
@@ -280,9 +288,31 @@ class BeamDecoder:
             out = self._commit(best[0], best[1], len(best[0]), committed_at)
             self.reset()
             return out
-        return self._commit_agreed(committed_at)
+        ahead = self._lookahead(block.provisional) if self.lookahead and len(block.provisional) else None
+        out = self._commit_agreed(committed_at, ahead)
+        if ahead is not None:
+            self._tail = ahead[0][len(out):]
+        return out
 
-    def _commit_agreed(self, committed_at: float) -> list[Phoneme]:
+    def _lookahead(self, provisional: np.ndarray) -> tuple[tuple[int, ...], _Hyp] | None:
+        """The best hypothesis after searching the provisional frames too, from a copy of the beams
+        (the search updates hypotheses in place; the beams themselves advance over final frames only).
+
+        Its phonemes that end within the final frames are what the commit may take: every such prefix
+        is the prefix of one of the beams (each lookahead hypothesis grew from one), so forcing it
+        keeps at least that one. None if, against that, no beam holds the prefix it would commit."""
+        beams = {t: _Hyp(h.pb, h.pnb, h.starts, h.ends, h.lm_state) for t, h in self._beams.items()}
+        tokens, hyp = max(self._search(beams, provisional, self._frame, self._last).items(),
+                          key=lambda kv: kv[1].score)
+        k = 0
+        while k < len(tokens) and hyp.ends[k] <= self._frame:
+            k += 1
+        if k and not any(t[:k] == tokens[:k] for t in self._beams):
+            return None
+        return tokens, hyp
+
+    def _commit_agreed(self, committed_at: float,
+                       ahead: tuple[tuple[int, ...], _Hyp] | None = None) -> list[Phoneme]:
         hyps = list(self._beams.items())
         # the common prefix of every hypothesis
         n = min(len(t) for t, _ in hyps)
@@ -293,18 +323,22 @@ class BeamDecoder:
         # ...whose phonemes are all closed (each hypothesis has moved past them)
         while k > 0 and any(len(t) == k and h.ends[k - 1] >= self._frame for t, h in hyps):
             k -= 1
-        best_tokens, best = max(hyps, key=lambda kv: kv[1].score)
+        best_tokens, best = ahead if ahead is not None else max(hyps, key=lambda kv: kv[1].score)
+        # (the lookahead's path decides how many phonemes to commit; their times come from the best
+        # beam holding them, whose alignment the search goes on from)
         if self.commit_wait is not None:
             # bounded wait: the best hypothesis' phonemes closed long enough ago go out anyway
             limit = self._frame - self.commit_wait
             j = k
             while j < len(best_tokens) and best.ends[j] <= limit:
-                if j + 1 == len(best_tokens) and best.ends[j] >= self._frame:
-                    break  # its last phoneme, still being emitted
+                if ahead is None and j + 1 == len(best_tokens) and best.ends[j] >= self._frame:
+                    break  # its last phoneme, maybe still being emitted (the lookahead's path knows)
                 j += 1
             k = max(k, j)
         if k == 0:
             return []
+        if ahead is not None:
+            best = max((h for t, h in hyps if t[:k] == best_tokens[:k]), key=lambda h: h.score)
         return self._commit(best_tokens, best, k, committed_at)
 
     def _confidence(self, token: int, a: int, b: int) -> float:
@@ -329,7 +363,11 @@ class BeamDecoder:
     def _commit(self, tokens: tuple[int, ...], hyp: _Hyp, k: int, committed_at: float) -> list[Phoneme]:
         out = []
         for i in range(k):
-            start, end = hyp.starts[i], max(hyp.ends[i], hyp.starts[i] + 1)
+            # a hypothesis kept at an earlier commit may have aligned its next phoneme a frame into the
+            # committed one (beams holding the same phonemes differ in timing): start no earlier
+            start = max(hyp.starts[i], self._end)
+            end = max(hyp.ends[i], start + 1)
+            self._end = end
             a, b = start - self._buf_start, end - self._buf_start
             conf = self._confidence(tokens[i], a, b)
             out.append(Phoneme(self.vocab.symbols[tokens[i]], start * self.frame_seconds,
@@ -359,6 +397,8 @@ class BeamDecoder:
     def partial(self, block: FrameBlock) -> list[str]:
         """The provisional tail: the best hypothesis beyond the committed phonemes, then the greedy
         reading of the lookahead frames."""
+        if self._tail is not None:  # the lookahead's beam reading of the same frames
+            return [self.vocab.symbols[t] for t in self._tail]
         tokens, best = max(self._beams.items(), key=lambda kv: kv[1].score)
         tail = [self.vocab.symbols[t] for t in tokens]
         if len(block.provisional):

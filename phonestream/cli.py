@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio import AudioError, check_microphone, load_audio, microphone, paced, pieces, stdin_pcm
 from .console import EventPrinter, print_rows, print_summary
-from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, LM_INSERTION_BONUS
+from .decoding import DEFAULT_BEAM, DEFAULT_LM_WEIGHT, DEFAULT_LOOKAHEAD, LM_INSERTION_BONUS
 from .engine import Recognizer, Stream
 from .models import ModelError, load_model
 from .models.base import DTYPES, LATENCY_PRESETS
@@ -92,7 +92,7 @@ def output_options(func: Callable) -> Callable:
     return func
 
 
-DECODER_KEYS = ("decoder", "beam", "lm", "lm_weight", "insertion_bonus", "endpoint", "endpoint_rule1",
+DECODER_KEYS = ("decoder", "beam", "lm", "lm_weight", "insertion_bonus", "lookahead", "endpoint", "endpoint_rule1",
                 "endpoint_rule2", "max_utterance", "silence_db")
 
 
@@ -114,6 +114,9 @@ def decoder_options(func: Callable) -> Callable:
         click.option("--lm-weight", default=None, type=float, help=f"LM weight (default: {DEFAULT_LM_WEIGHT})."),
         click.option("--insertion-bonus", default=None, type=float,
                      help=f"Score added per phoneme (default: {LM_INSERTION_BONUS} with an LM, 0 without)."),
+        click.option("--lookahead/--no-lookahead", default=None,
+                     help="Beam: choose what to commit after also searching the window's right-context frames "
+                     f"(default: {'on' if DEFAULT_LOOKAHEAD else 'off'})."),
         click.option("--endpoint/--no-endpoint", default=True, show_default=True,
                      help="Emit endpoint events by trailing-silence rules."),
         click.option("--endpoint-rule1", default=2.4, show_default=True, type=click.FloatRange(0.02),

@@ -175,6 +175,8 @@ DEFAULT_BEAM = 4
 DEFAULT_LM_WEIGHT = 0.3
 LM_INSERTION_BONUS = 1.0
 DEFAULT_INSERTION_BONUS: float | None = None
+# The beam's commit rule reads the window's provisional frames too (BeamDecoder's ``lookahead``).
+DEFAULT_LOOKAHEAD = False
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,9 @@ class DecoderConfig:
 
     ``lm`` is a path to an ARPA file (``.arpa`` / ``.arpa.gz``), ``"auto"`` for the ``lm.arpa*`` next to
     the model (none if absent), or None / ``"none"`` for no LM. ``insertion_bonus`` None means
-    ``LM_INSERTION_BONUS`` with an LM, 0 without. Greedy ignores everything but ``kind``.
+    ``LM_INSERTION_BONUS`` with an LM, 0 without. ``lookahead``: the beam chooses what to commit after also
+    searching the window's provisional frames (see :class:`~phonestream.beam.BeamDecoder`). Greedy ignores
+    everything but ``kind``.
 
     ``kind`` ``"auto"`` (the default) is the beam search when it has an LM (``lm`` names a file, or
     ``"auto"`` finds one next to the model, as with the shipped model) and greedy otherwise: an LM is what
@@ -198,6 +202,7 @@ class DecoderConfig:
     prune_logp: float = -5.0
     top_k: int = 6
     commit_wait_s: float | None = 0.0
+    lookahead: bool = DEFAULT_LOOKAHEAD
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "greedy", "beam"):
@@ -244,7 +249,7 @@ def make_decoder(config: DecoderConfig, vocab: Vocabulary, frame_seconds: float,
         bonus = LM_INSERTION_BONUS if lm is not None else 0.0
     return BeamDecoder(vocab, frame_seconds, sample_rate, beam=config.beam, lm=lm, lm_weight=config.lm_weight,
                        insertion_bonus=bonus, prune_logp=config.prune_logp, top_k=config.top_k,
-                       commit_wait_s=config.commit_wait_s)
+                       commit_wait_s=config.commit_wait_s, lookahead=config.lookahead)
 
 
 def decode_offline(log_probs: np.ndarray, decoder, n_samples: int, sample_rate: int) -> list[Phoneme]:

@@ -32,6 +32,7 @@ from .decoding import (
     DEFAULT_BEAM,
     DEFAULT_INSERTION_BONUS,
     DEFAULT_LM_WEIGHT,
+    DEFAULT_LOOKAHEAD,
     DecoderConfig,
     FrameSummary,
     decode_offline,
@@ -67,6 +68,8 @@ class Recognizer:
             model's ``source_dir``) if there is one; None or ``"none"`` for no LM.
         lm_weight, insertion_bonus: LM weight and per-phoneme bonus (natural-log units); a bonus of
             None is :data:`~phonestream.decoding.LM_INSERTION_BONUS` (1.0) with an LM and 0 without.
+        lookahead: the beam search chooses what to commit after also searching each window's
+            provisional (right-context) frames; greedy decoding ignores it.
         endpoint: True for the default trailing-silence rules, an :class:`EndpointConfig`, or False.
         silence_db: windows quieter than this skip the model (None: never skip).
         model_dir: the model's folder, where ``lm="auto"`` looks.
@@ -79,6 +82,7 @@ class Recognizer:
     lm: str | Path | None = "auto"
     lm_weight: float = DEFAULT_LM_WEIGHT
     insertion_bonus: float | None = DEFAULT_INSERTION_BONUS
+    lookahead: bool = DEFAULT_LOOKAHEAD
     endpoint: bool | EndpointConfig = True
     silence_db: float | None = SILENCE_DB
     model_dir: str | Path | None = None
@@ -93,12 +97,13 @@ class Recognizer:
         self.endpoint_config()
 
     def decoder_config(self, decoder: str | None = None, beam: int | None = None, lm: str | Path | None = None,
-                       lm_weight: float | None = None, insertion_bonus: float | None = None) -> DecoderConfig:
+                       lm_weight: float | None = None, insertion_bonus: float | None = None,
+                       lookahead: bool | None = None) -> DecoderConfig:
         """This recognizer's decoder settings, with any given option overriding them."""
         base = DecoderConfig(self.decoder, self.beam, None if self.lm is None else str(self.lm), self.lm_weight,
-                             self.insertion_bonus)
+                             self.insertion_bonus, lookahead=self.lookahead)
         cfg = base.with_options(decoder=decoder, beam=beam, lm=None if lm is None else str(lm),
-                                lm_weight=lm_weight, insertion_bonus=insertion_bonus)
+                                lm_weight=lm_weight, insertion_bonus=insertion_bonus, lookahead=lookahead)
         cfg = cfg.resolve(self.model_dir)
         path = cfg.lm_path(self.model_dir)
         if path is not None:
@@ -125,10 +130,10 @@ class Recognizer:
     def stream(self, keep_audio: bool = False, keep_phonemes: bool = True, partials: bool = True, *,
                decoder: str | None = None, beam: int | None = None, lm: str | Path | None = None,
                lm_weight: float | None = None, insertion_bonus: float | None = None,
-               endpoint: bool | EndpointConfig | None = None) -> "Stream":
+               endpoint: bool | EndpointConfig | None = None, lookahead: bool | None = None) -> "Stream":
         """A new live stream. ``keep_audio`` keeps the audio for :meth:`Stream.compare_offline`; the
         decoder and endpoint options (None: the recognizer's) apply to this stream only."""
-        cfg = self.decoder_config(decoder, beam, lm, lm_weight, insertion_bonus)
+        cfg = self.decoder_config(decoder, beam, lm, lm_weight, insertion_bonus, lookahead)
         return Stream(self, keep_audio=keep_audio, keep_phonemes=keep_phonemes, partials=partials,
                       decoder_config=cfg, endpoint=self.endpoint_config(endpoint))
 
@@ -381,7 +386,8 @@ class Stream:
         lm_path = d.lm_path(self.recognizer.model_dir)
         bonus = self.decoder.bonus if hasattr(self.decoder, "bonus") else 0.0
         out["decoder"] = d.kind if d.kind == "greedy" else (
-            f"beam {d.beam}" + (f" + LM {lm_path.name} (weight {d.lm_weight:g}, bonus {bonus:g})" if lm_path else ""))
+            f"beam {d.beam}" + (f" + LM {lm_path.name} (weight {d.lm_weight:g}, bonus {bonus:g})" if lm_path else "")
+            + (", lookahead commit" if d.lookahead else ""))
         out["skipped_windows"] = self.skipped_windows
         if self.checker is not None:
             out["check"] = self.checker.summary()

@@ -74,17 +74,18 @@ def test_agreement_rule_streams_exactly_the_offline_beam_result():
         assert [p.phoneme for p in streamed] == offline
 
 
-def test_commits_never_retract_and_are_ordered_under_any_split():
+@pytest.mark.parametrize("lookahead", [False, True])
+def test_commits_never_retract_and_are_ordered_under_any_split(lookahead):
     lp = noisy(500, 3)
     rng = np.random.default_rng(4)
     for wait in (0.0, 0.1, None):
-        dec = BeamDecoder(VOCAB, 0.02, 16000, beam=5, commit_wait_s=wait)
+        dec = BeamDecoder(VOCAB, 0.02, 16000, beam=5, commit_wait_s=wait, lookahead=lookahead)
         out = run(dec, lp, splits(500, rng), lookahead=8)
         assert [p.index for p in out] == list(range(len(out)))
         for prev, cur in zip(out, out[1:]):
             assert prev.end <= cur.start and prev.committed_at <= cur.committed_at
         for p in out:
-            assert p.start < p.end <= 500 * 0.02 and p.committed_at >= p.end and 0 <= p.confidence <= 1
+            assert p.start < p.end <= 500 * 0.02 and p.committed_at >= p.end - 1e-9 and 0 <= p.confidence <= 1
 
 
 def test_commits_come_before_the_end_of_the_stream():
@@ -104,6 +105,39 @@ def test_lm_changes_the_ranking():
     with_lm = run(BeamDecoder(VOCAB, 0.02, 16000, beam=8, lm=lm, lm_weight=1.0), lp, [len(ids)])
     assert [p.phoneme for p in plain] == ["C", "B"]
     assert [p.phoneme for p in with_lm] == ["C", "A"]
+
+
+def test_lookahead_lets_the_right_context_overturn_a_commit():
+    """Frame 3 is slightly more A than B, and the LM prefers B after C (it saw "C B" and "A C" only). On
+    the final frames alone the commit is "C B"; the provisional frames show a C next, after which "C A C"
+    is the better reading, and the lookahead commits A, as the whole utterance decodes."""
+    ids = [3, 3, 0, 1, 0, 3, 3, 0]
+    lp = peaky(ids)
+    lp[3] = np.log([0.08, 0.46, 0.44, 0.01, 0.01])
+    lm = build_kneser_ney([["C", "B"]] * 50 + [["A", "C"]] * 50, order=2, vocab=["A", "B", "C"])
+    whole = run(BeamDecoder(VOCAB, 0.02, 16000, beam=8, lm=lm, lm_weight=1.0), lp, [len(ids)])
+    assert [p.phoneme for p in whole] == ["C", "A", "C"]
+    block = FrameBlock(0, lp[:5], lp[5:], 5 * 320, False)
+    for lookahead, expected in ((False, ["C", "B"]), (True, ["C", "A"])):
+        dec = BeamDecoder(VOCAB, 0.02, 16000, beam=8, lm=lm, lm_weight=1.0, lookahead=lookahead)
+        assert [p.phoneme for p in dec.advance(block)] == expected
+        assert dec.partial(block) == ["C"]  # the provisional C, read by the beam (True) or greedily
+        rest = dec.advance(FrameBlock(5, lp[5:], lp[:0], len(ids) * 320, True))
+        assert [p.phoneme for p in rest] == ["C"]  # committed stays committed; the stream goes on from it
+
+
+def test_lookahead_partial_is_the_beam_reading_and_commits_what_closed_on_its_path():
+    lp = peaky([1, 1, 0, 2, 2, 0, 3])
+    dec = BeamDecoder(VOCAB, 0.02, 16000, commit_wait_s=0.0, lookahead=True)
+    block = FrameBlock(0, lp[:4], lp[4:], 4 * 320, False)
+    assert [p.phoneme for p in dec.advance(block)] == ["A"]  # B goes on into the lookahead: open
+    assert dec.partial(block) == ["B", "C"]
+    block = FrameBlock(0, lp[:5], lp[5:], 5 * 320, False)
+    dec = BeamDecoder(VOCAB, 0.02, 16000, commit_wait_s=0.0, lookahead=True)
+    assert [p.phoneme for p in dec.advance(block)] == ["A", "B"]  # B ends at the boundary on the lookahead's path
+    assert dec.partial(block) == ["C"]
+    dec.advance(FrameBlock(5, lp[5:6], lp[:0], 6 * 320, False))  # a block without lookahead frames
+    assert dec.partial(FrameBlock(5, lp[5:6], lp[:0], 6 * 320, False)) == []
 
 
 def test_insertion_bonus_trades_deletions_for_insertions():
@@ -156,6 +190,19 @@ def test_recognizer_streams_with_beam_and_lm(tiny_model, speechlike, tmp_path):
     assert phonemes and any(isinstance(e, Partial) for e in events)
     summary = events[-1].metrics
     assert summary["decoder"].startswith("beam 4 + LM lm.arpa")
+    assert "lookahead" not in summary["decoder"]
+    # the lookahead commit, per stream or for the recognizer: the same stream, nothing retracted or reordered
+    for ahead in (rec.stream(lookahead=True), Recognizer(tiny_model, StreamConfig(160, 320, 160), decoder="beam",
+                                                         lm=str(path), lookahead=True).stream()):
+        assert ahead.decoder.lookahead
+        out = []
+        for i in range(0, 16000 * 2, 1600):
+            out += ahead.accept(speechlike[i : i + 1600])
+        out += ahead.finish()
+        committed = [e for e in out if isinstance(e, Phoneme)]
+        assert [p.index for p in committed] == list(range(len(committed))) and committed
+        assert all(a.end <= b.start for a, b in zip(committed, committed[1:]))
+        assert out[-1].metrics["decoder"].endswith(", lookahead commit")
     # per-stream override back to greedy
     assert rec.stream(decoder="greedy").decoder.__class__ is GreedyDecoder
     with pytest.raises(ValueError):

@@ -22,6 +22,10 @@ def test_stream_with_beam_lm_and_endpoints(tiny_model_dir, wav_file, tmp_path):
     assert summary["type"] == "summary" and summary["decoder"].startswith("beam 4 + LM lm.arpa.gz")
     endpoints = [e for e in events if e["type"] == "endpoint"]
     assert endpoints[-1]["rule"] == "end_of_stream" and endpoints[-1]["utterance"] == len(endpoints) - 1
+    ahead = CliRunner().invoke(main, ["stream", str(wav_file), "--model", str(tiny_model_dir), "--json",
+                                      "--decoder", "beam", "--lm", str(lm), "--lookahead"])
+    assert ahead.exit_code == 0, ahead.output
+    assert json.loads(ahead.output.splitlines()[-1])["decoder"].endswith(", lookahead commit")
 
 
 def test_bad_lm_is_one_clear_line(tiny_model_dir, wav_file, tmp_path):
