@@ -62,7 +62,15 @@ from .streaming import FrameBlock
 # the README. v9's rule gave 0.105 and it shipped at 0.09 for the same reason; v6's was 0.08, v1's 0.09.
 # The free reading's penalty (-2 ... -5 compared) was chosen the same way, by the wrong FSDD digits
 # flagged at each setting's threshold. README, "Pronunciation check".
-DEFAULT_THRESHOLD = 0.07
+DEFAULT_THRESHOLD = 0.07  # also in the shipped model's phonestream.json, which is where a model's own lives
+
+
+def model_threshold(model: Any) -> float:
+    """The check threshold for ``model``: its own (``phonestream.json``'s ``"check": {"threshold": ..}``,
+    calibrated with ``phonestream check-eval`` for that head), else :data:`DEFAULT_THRESHOLD`."""
+    own = getattr(model, "check_threshold", None)
+    return DEFAULT_THRESHOLD if own is None else own
+
 DELETION_PENALTY = -6.0
 INSERTION_PENALTY = -4.0
 # Phoneme score = sigmoid(GOP / SCORE_TEMPERATURE): a monotone display scale that spreads a peaky CTC

@@ -248,7 +248,8 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
 @click.option("--text", default=None, help="Expected text: check each word's pronunciation as it is read.")
 @click.option("--text-file", default=None, type=click.Path(), help="Read the expected text from a file.")
 @click.option("--threshold", default=None, type=click.FloatRange(0, 1), help="Word score below which a word is "
-              "mispronounced (with --text; default: phonestream.check.DEFAULT_THRESHOLD).")
+              "mispronounced (with --text; default: the model's phonestream.json check threshold, else "
+              "phonestream.check.DEFAULT_THRESHOLD).")
 @_handles_errors
 def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms, json_lines, ipa,
         min_confidence, feed_ms, input_device, compare_offline, text, text_file, threshold, decoding) -> None:

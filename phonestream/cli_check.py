@@ -14,7 +14,7 @@ import click
 import numpy as np
 
 from .audio import load_audio, paced, pieces, stdin_pcm
-from .check import DEFAULT_THRESHOLD, CheckError, expected_words
+from .check import DEFAULT_THRESHOLD, CheckError, expected_words, model_threshold
 from .cli import _handles_errors, _recognizer, _run_stream, _stderr, decoder_options, main, model_options
 from .console import print_rows
 from .engine import Recognizer, Stream
@@ -48,7 +48,8 @@ def checked_stream(recognizer: Recognizer, text: str, threshold: float | None, j
 
 def threshold_option(func):
     return click.option("--threshold", default=None, type=click.FloatRange(0, 1),
-                        help=f"Word score below which a word is mispronounced (default: {DEFAULT_THRESHOLD}).")(func)
+                        help="Word score below which a word is mispronounced (default: the model's phonestream.json "
+                        f"check threshold, else {DEFAULT_THRESHOLD}).")(func)
 
 
 @main.command()
@@ -119,7 +120,7 @@ def check_eval(manifest, model, backbone, vocab, head, head_type, device, thread
         raise ce.EvalError("no rows selected")
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
                              decoding=decoding)
-    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    threshold = model_threshold(recognizer.model) if threshold is None else threshold
     collected = ce.run(recognizer, rows, kinds, pairs, seed, feed_ms,
                        progress=None if json_out else lambda it: track(it, total=len(rows), description="check-eval",
                                                                        console=_stderr()))

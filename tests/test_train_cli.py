@@ -174,6 +174,43 @@ def test_export_without_out_never_touches_the_shipped_model(tmp_path):
     assert _shipped() == before
     assert (tmp_path / "export" / "r1" / "phonestream.json").is_file()
     assert load_model(str(tmp_path / "export" / "r1")).vocab.symbols == tuple(SYMBOLS)
+    assert load_model(str(tmp_path / "export" / "r1")).check_threshold is None  # none calibrated: none written
+
+
+def test_export_writes_the_check_threshold_and_the_check_uses_it(tmp_path):
+    """MODEL_CARD's reproduce section exports the shipped model with --check-threshold: the folder carries
+    the threshold calibrated for its head, the check reads it, and an explicit one still wins."""
+    from phonestream import Recognizer
+    from phonestream.check import DEFAULT_THRESHOLD
+    from phonestream.models.torch_heads import build_head
+    from phonestream.train.phones import SYMBOLS
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    head = build_head({"type": "linear"}, 384, len(SYMBOLS))
+    torch.save({"head": head.state_dict(), "config": {"head": {"type": "linear"}}}, run / "last.pt")
+    base = ["train", "export", "--work", str(tmp_path), "--run", "r1", "--out", str(tmp_path / "m")]
+    assert CliRunner().invoke(main, base + ["--check-threshold", "1.5"]).exit_code == 2
+    r = CliRunner().invoke(main, base + ["--check-threshold", "0.123"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "m" / "phonestream.json").read_text())["check"] == {"threshold": 0.123}
+    rec = Recognizer(load_model(str(tmp_path / "m")))
+    assert rec.check("yes").checker.threshold == 0.123 != DEFAULT_THRESHOLD
+    assert rec.check("yes", threshold=0.3).checker.threshold == 0.3
+    assert load_model(None).check_threshold == DEFAULT_THRESHOLD  # the shipped model carries its own
+
+
+@pytest.mark.parametrize("value", ['"high"', "0", "1.2", "true", '[0.1]'])
+def test_a_bad_check_threshold_in_a_model_folder_is_one_line(tmp_path, value, wav_file):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    text = (folder / "phonestream.json").read_text()
+    (folder / "phonestream.json").write_text(text.replace('"threshold": 0.07', f'"threshold": {value}'))
+    r = CliRunner().invoke(main, ["transcribe", str(wav_file), "-m", str(folder)])
+    assert r.exit_code == 2 and "the check threshold must be a number between 0 and 1" in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):

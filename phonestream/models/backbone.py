@@ -6,7 +6,8 @@ model is one of these (a Whisper encoder); a user's Hugging Face encoder folder 
 makes another. Saved form, a folder::
 
     phonestream.json   {"format": "phonestream-backbone-head", "backbone": {...}, "head": {...},
-                        "streaming": {"chunk_ms": .., "left_ms": .., "right_ms": ..}}
+                        "streaming": {"chunk_ms": .., "left_ms": .., "right_ms": ..},
+                        "check": {"threshold": ..}}   (optional: the pronunciation check's, for this head)
     vocab.txt          one symbol per line, blank first
     head.safetensors   the head's weights
 """
@@ -95,8 +96,9 @@ class BackboneCTCModel(CTCModel):
     """Backbone states through a CTC head, as a :class:`CTCModel`."""
 
     def __init__(self, backbone: Backbone, head: Head, vocab: Vocabulary,
-                 streaming_defaults: StreamingDefaults | None = None) -> None:
+                 streaming_defaults: StreamingDefaults | None = None, check_threshold: float | None = None) -> None:
         self.backbone = backbone
+        self.check_threshold = check_threshold
         self.head = head
         self.head_spec = head.spec
         self.vocab = vocab
@@ -129,14 +131,17 @@ class BackboneCTCModel(CTCModel):
 
     def save(self, folder: str | Path) -> None:
         """Write the folder form described in this module's docstring."""
-        save_model_folder(folder, self.backbone.config(), self.head, self.vocab, self.streaming_defaults)
+        save_model_folder(folder, self.backbone.config(), self.head, self.vocab, self.streaming_defaults,
+                          check_threshold=self.check_threshold)
 
 
 def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head: Head, vocab: Vocabulary,
-                      streaming: StreamingDefaults, training: dict[str, Any] | None = None) -> None:
+                      streaming: StreamingDefaults, training: dict[str, Any] | None = None,
+                      check_threshold: float | None = None) -> None:
     """Write the folder form described in this module's docstring for a head on the backbone that
     ``backbone_config`` describes (:meth:`Backbone.config`), without loading that backbone; ``training``
-    (how the head was trained) is kept in the description as it is."""
+    (how the head was trained) is kept in the description as it is; ``check_threshold``, if given, is the
+    pronunciation check's threshold calibrated for this head."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_vocab_file(folder / VOCAB_FILE, vocab)
@@ -149,6 +154,8 @@ def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head:
         "vocab": VOCAB_FILE,
         "streaming": streaming.to_dict(),
     }
+    if check_threshold is not None:
+        meta["check"] = {"threshold": _threshold(check_threshold, folder / MODEL_FILE)}
     if training:
         meta["training"] = training
     (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -212,13 +219,25 @@ def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "a
     backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype, threads=threads)
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")
+    check = meta.get("check", {})
+    if not isinstance(check, dict):
+        raise ModelError(f"{folder / MODEL_FILE}: \"check\" must be an object like {{\"threshold\": 0.07}}")
+    threshold = None if check.get("threshold") is None else _threshold(check["threshold"], folder / MODEL_FILE)
     return assemble(backbone, vocab, head_spec, folder / weights if weights else None,
-                    StreamingDefaults.from_dict(meta["streaming"]) if "streaming" in meta else None)
+                    StreamingDefaults.from_dict(meta["streaming"]) if "streaming" in meta else None,
+                    check_threshold=threshold)
+
+
+def _threshold(value: Any, where: Path) -> float:
+    """A check threshold as it may stand in ``phonestream.json``: a number strictly between 0 and 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ModelError(f"{where}: the check threshold must be a number between 0 and 1, got {value!r}")
+    return float(value)
 
 
 def assemble(backbone: Backbone, vocab: Vocabulary, head_spec: dict[str, Any] | None = None,
              weights: str | Path | None = None, streaming: StreamingDefaults | None = None,
-             seed: int = 0) -> BackboneCTCModel:
+             seed: int = 0, check_threshold: float | None = None) -> BackboneCTCModel:
     """Backbone + vocabulary + head (random, seeded, unless ``weights`` names a safetensors file).
 
     Raises:
@@ -227,4 +246,4 @@ def assemble(backbone: Backbone, vocab: Vocabulary, head_spec: dict[str, Any] | 
     head_spec = head_spec or {"type": "linear"}
     head = (random_head(head_spec, backbone.dim, len(vocab), seed) if weights is None
             else load_head(head_spec, weights, backbone.dim, len(vocab)))
-    return BackboneCTCModel(backbone, head, vocab, streaming)
+    return BackboneCTCModel(backbone, head, vocab, streaming, check_threshold)

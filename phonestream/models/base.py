@@ -162,6 +162,9 @@ class CTCModel(ABC):
     #: Longest window the model accepts in one pass (seconds), or None if unbounded.
     max_window_s: float | None = None
     streaming_defaults: StreamingDefaults = StreamingDefaults()
+    #: The pronunciation check's word-score threshold calibrated for this model (``phonestream.json``'s
+    #: ``"check": {"threshold": ...}``), or None: :data:`phonestream.check.DEFAULT_THRESHOLD` then.
+    check_threshold: float | None = None
     #: A short human-readable description (architecture, size) shown in summaries.
     description: str = ""
     #: Where the model runs (``cpu``, ``cuda``, ``cuda:1``) and the precision it computes in there

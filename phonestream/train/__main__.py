@@ -146,6 +146,8 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument("--full", action="store_true", help="evaluate on all of fraser_arctic, not 150 utterances")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--check-threshold", type=float, default=None,
+                   help="export: the pronunciation check's threshold for this head, into phonestream.json")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last",
                    help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
                    "on the in-training check (a fraser_arctic subset and FSDD test: selecting on them biases "
@@ -236,7 +238,7 @@ def recipe(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "export"):
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"
         out = args.out or work / "export" / args.run  # never the shipped model unless --out names it
-        pipeline.export_model(ckpt, out, WINDOWS)
+        pipeline.export_model(ckpt, out, WINDOWS, check_threshold=args.check_threshold)
         log(f"exported {ckpt} -> {out}")
     return 0
 

@@ -320,6 +320,9 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--checkpoint", default="last", show_default=True, type=click.Choice(["last", "best"]),
                      help="eval/export: the run's last checkpoint (no selection), or the one that scored best "
                           "on the development sets while training."),
+        click.option("--check-threshold", default=None, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                     help="export: the pronunciation check's word-score threshold calibrated for this head "
+                          "(phonestream check-eval), written into phonestream.json."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -337,7 +340,7 @@ _DETAILS = {
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
             "--checkpoint.",
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "
-              "phonestream/default_model); --checkpoint.",
+              "phonestream/default_model); --checkpoint, --check-threshold.",
 }
 
 

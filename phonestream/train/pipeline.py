@@ -150,10 +150,11 @@ def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, worker
 
 def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
                  backbone_spec: dict | None = None, symbols: list[str] | None = None,
-                 extra_meta: dict | None = None, dim: int = WhisperBackbone.dim) -> Path:
+                 extra_meta: dict | None = None, dim: int = WhisperBackbone.dim,
+                 check_threshold: float | None = None) -> Path:
     """Write the loadable model folder from a trained head checkpoint (the backbone, the default
     model's Whisper encoder unless ``backbone_spec`` says otherwise, is named, not loaded: ``dim`` is
-    its state size)."""
+    its state size). ``check_threshold``: the pronunciation check's, once calibrated for this head."""
     saved = torch.load(head_ckpt, weights_only=False)
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
@@ -167,7 +168,7 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
         for f in (MODEL_FILE, HEAD_FILE, VOCAB_FILE):
             (out_dir / f).unlink(missing_ok=True)
     save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming,
-                      training=extra_meta)
+                      training=extra_meta, check_threshold=check_threshold)
     if backbone_spec["type"] in WHISPER_ENCODERS and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)
