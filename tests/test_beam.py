@@ -225,3 +225,32 @@ def test_auto_decoder_is_beam_only_with_an_lm(tiny_model, tmp_path):
     assert rec.stream().decoder.__class__ is BeamDecoder and rec.decoder_config().lm_path(tmp_path) is not None
     assert rec.stream(lm="none").decoder.__class__ is GreedyDecoder
     assert rec.stream(decoder="greedy").decoder.__class__ is GreedyDecoder
+
+
+def test_commit_heldout_script_scores_both_rules_on_the_same_streams(tmp_path):
+    """scripts/commit-heldout.py: a held-out synthetic utterance (here the second sample under the id of
+    one, ``espeak-00039``) and FSDD takes 45-49, streamed once, decoded by both commit rules."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from phonestream.models import DEFAULT_MODEL_DIR
+    from phonestream.train.evaluate import SHARED, is_synth_dev
+
+    if not (SHARED / "fsdd" / "manifest.tsv").exists():
+        pytest.skip("needs ../shared/data (FSDD)")
+    assert is_synth_dev("espeak-00039")
+    sample = DEFAULT_MODEL_DIR.parent / "samples" / "LJ001-0002.flac"
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration\tsource\tvoice\ttext\tphones\n"
+        f"espeak-00039\t{sample}\t2.0\tespeak\tx\tin being comparatively modern\t"
+        "IH N B IY IH NG K AH M P EH R AH T IH V L IY M AA D ER N\n")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "commit-heldout.py"
+    out = subprocess.run([sys.executable, str(script), "--work", str(tmp_path), "--lm",
+                          str(DEFAULT_MODEL_DIR / "lm.arpa.gz"), "--latency", "balanced", "--limit", "3"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| balanced")]
+    assert "4 recordings" in out and [r[1].strip() for r in rows] == ["final", "lookahead"], out
+    for r in rows:  # preset, rule, synth, r1, fsdd, delay, decoder ms
+        assert 0 <= float(r[2]) < 75 and float(r[-1]) > 0 and "/" in r[-2]  # augmented: noise, room, babble
