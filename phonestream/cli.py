@@ -313,11 +313,14 @@ for _param in transcribe.params:
               help="Also score a baseline recogniser on the same files (repeatable).")
 @click.option("--decoders", default=None,
               help="Compare decoders side by side on the same model output: e.g. greedy,beam,beam+lm.")
+@click.option("--split-gap", is_flag=True,
+              help="Also decode the final frames the stream stitched all at once ('stream at once'): stream "
+              "minus it is what committing as it goes costs, it minus offline what the windows cost.")
 @click.option("--json", "json_out", is_flag=True, help="Print the result as one JSON object.")
 @decoder_options
 @_handles_errors
 def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-          phones_column, fold, limit, where_, feed_ms, baselines, decoders, json_out, decoding) -> None:
+          phones_column, fold, limit, where_, feed_ms, baselines, decoders, split_gap, json_out, decoding) -> None:
     """Phone error rate of streaming and offline decoding on a labelled MANIFEST.tsv."""
     from rich.progress import track
 
@@ -330,7 +333,7 @@ def eval_(manifest, model, backbone, vocab, head, head_type, device, threads, ch
                              decoding=decoding)
     configs = parse_decoders(decoders, recognizer) if decoders else None
     result = evaluate(recognizer, items, fold, feed_ms, baselines={b: BASELINES[b] for b in baselines},
-                      decoders=configs,
+                      decoders=configs, split_gap=split_gap,
                       progress=None if json_out else lambda it: track(it, total=len(items), description="eval",
                                                                       console=_stderr()))
     result["skipped_no_phones"] = skipped

@@ -116,12 +116,15 @@ def parse_decoders(spec: str, recognizer: Recognizer) -> dict[str, DecoderConfig
 def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed_ms: int = 20,
              baselines: dict[str, Callable[[Path], list[str]]] | None = None,
              progress: Callable[[Iterator[Item]], Iterator[Item]] | None = None,
-             decoders: dict[str, DecoderConfig] | None = None) -> dict[str, Any]:
+             decoders: dict[str, DecoderConfig] | None = None, split_gap: bool = False) -> dict[str, Any]:
     """Score streaming and offline decoding (and any baselines) of ``items`` against their phones.
 
     With ``decoders`` (name -> config), each is scored on the same model output; systems are then
     named ``stream NAME`` / ``offline NAME``. Without, the recognizer's own decoder gives the systems
-    ``stream`` and ``offline``. ``confidence`` holds, per decoder, how well the streamed phonemes'
+    ``stream`` and ``offline``. ``split_gap`` adds ``stream at once [NAME]``: the final frames the stream
+    stitched, decoded as one utterance (nothing committed before the end, no endpoints), so that stream
+    minus it is what committing as it goes costs and it minus offline what the windows cost the
+    posteriors. ``confidence`` holds, per decoder, how well the streamed phonemes'
     confidence separates correct from wrong ones; ``numerics`` what can change the figures between
     machines (:mod:`phonestream.numerics`) and ``config`` the window.
     """
@@ -129,12 +132,11 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
     window = recognizer.config
     sr = recognizer.model.sample_rate
     configs = decoders or {"": recognizer.decoder_config()}
-    names = {d: (f"stream {d}".strip(), f"offline {d}".strip()) for d in configs}
+    names = {d: (f"stream {d}".strip(), f"offline {d}".strip(), f"stream at once {d}".strip()) for d in configs}
     systems: dict[str, SystemScore] = {}
-    for d in configs:
-        systems[names[d][0]] = SystemScore(names[d][0])
-    for d in configs:
-        systems[names[d][1]] = SystemScore(names[d][1])
+    for column in (0, 2, 1) if split_gap else (0, 1):
+        for d in configs:
+            systems[names[d][column]] = SystemScore(names[d][column])
     for name in baselines or {}:
         systems[name] = SystemScore(name)
     conf: dict[str, tuple[list[float], list[bool]]] = {d: ([], []) for d in configs}
@@ -154,11 +156,17 @@ def evaluate(recognizer: Recognizer, items: list[Item], fold: str = "none", feed
         log_probs = recognizer.offline_log_probs(audio)
         offline_model_s = time.perf_counter() - t0
         for i, (d, cfg) in enumerate(configs.items()):
-            s_name, o_name = names[d]
+            s_name, o_name, a_name = names[d]
             if i == 0:
                 streamed, summary = stream_file(recognizer, audio, feed_ms, record, cfg)
             else:
                 streamed, summary = replay_file(recognizer, record, len(audio), cfg)
+            if split_gap:
+                t0 = time.perf_counter()
+                stitched = np.concatenate([log_probs[:0]] + [b.final for blocks, _ in record for b in blocks])
+                at_once = decode_offline(stitched, recognizer.make_decoder(cfg), len(audio), sr)
+                systems[a_name].compute_s += summary["compute_s"] + time.perf_counter() - t0
+                systems[a_name].add(ref, fold_fn([p.phoneme for p in at_once]))
             systems[s_name].compute_s += summary["compute_s"]
             systems[s_name].delays += [p.committed_at - p.end for p in streamed]
             t0 = time.perf_counter()

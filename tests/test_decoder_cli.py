@@ -47,3 +47,21 @@ def test_eval_compares_decoders(tiny_model_dir, speechlike, tmp_path):
     assert set(out["confidence"]) == {"greedy", "beam"} and len(out["confidence"]["beam"]["reliability"]) == 10
     missing = CliRunner().invoke(main, args[:-1] + ["greedy,beam+lm"])
     assert missing.exit_code == 2 and "beam+lm needs an LM" in missing.output
+
+
+def test_eval_split_gap_decodes_the_streamed_frames_at_once(tiny_model_dir, speechlike, tmp_path):
+    """Greedy's commit rule costs nothing (a phoneme is committed when its last frame is final), so
+    without endpoints its stream equals its streamed frames decoded at once, phoneme for phoneme."""
+    sf.write(tmp_path / "a.wav", speechlike[:24000], 16000)
+    (tmp_path / "m.tsv").write_text("id\taudio\tphones\nu1\ta.wav\tAA B K S AA\n")
+    args = ["eval", str(tmp_path / "m.tsv"), "--model", str(tiny_model_dir), "--json", "--decoders", "greedy,beam",
+            "--split-gap", "--no-endpoint", "--chunk-ms", "160", "--left-ms", "320", "--right-ms", "160"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    rows = {s["system"]: s for s in json.loads(result.output)["systems"]}
+    assert list(rows) == ["stream greedy", "stream beam", "stream at once greedy", "stream at once beam",
+                          "offline greedy", "offline beam"]
+    same = ("per", "sub", "del", "ins")
+    assert rows["stream greedy"]["ins"] > 0  # the random model emits phonemes: the comparison is not empty
+    assert [rows["stream greedy"][k] for k in same] == [rows["stream at once greedy"][k] for k in same]
+    assert rows["stream at once beam"]["ref_phones"] == 5 and rows["stream at once beam"]["rtf"] > 0
