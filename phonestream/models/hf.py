@@ -75,8 +75,10 @@ def conv_num_frames(n_samples: int, kernels: list[int], strides: list[int]) -> i
 
 def normalise_window(window: np.ndarray) -> np.ndarray:
     """Zero-mean unit-variance normalisation of one window, as Wav2Vec2FeatureExtractor does for a
-    checkpoint whose ``do_normalize`` is set (:func:`feature_settings`)."""
-    return (window - window.mean()) / np.sqrt(window.var() + 1e-7)
+    checkpoint whose ``do_normalize`` is set (:func:`feature_settings`). In float64: a client's f32le
+    samples may be finite but huge (1e30), whose float32 variance overflows to inf."""
+    w = window.astype(np.float64)
+    return ((w - w.mean()) / np.sqrt(w.var() + 1e-7)).astype(np.float32)
 
 
 #: Settings assumed for a checkpoint that has no feature-extractor configuration at all.
