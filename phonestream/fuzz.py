@@ -177,6 +177,7 @@ def _valid_config(rng: random.Random, stride_ms: int = 20) -> dict[str, Any]:
                       ("beam", lambda: rng.randint(1, 8)), ("lm", lambda: rng.choice(("auto", "none"))),
                       ("lm_weight", lambda: round(rng.uniform(0, 3), 3)),
                       ("insertion_bonus", lambda: rng.choice((None, round(rng.uniform(-3, 3), 3)))),
+                      ("lookahead", lambda: rng.random() < 0.5),
                       ("silence_db", lambda: rng.choice((None, -200, -60, -30.5, 0))),
                       ("endpoint", lambda: rng.choice((True, False, {"rule1_s": round(rng.uniform(0.1, 5), 2),
                                                                      "rule2_s": round(rng.uniform(0.1, 3), 2),

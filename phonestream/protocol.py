@@ -106,6 +106,7 @@ class ConfigMessage(_Strict):
     lm: Literal["auto", "none"] | None = None
     lm_weight: LMWeight | None = None
     insertion_bonus: Bonus | None = None
+    lookahead: StrictBool | None = None
     endpoint: Endpoint | None = None
     # a Recognizer field: windows quieter than this (dBFS) skip the model
     silence_db: Decibels | None = None
@@ -149,7 +150,7 @@ class ConfigMessage(_Strict):
 
 
 # the keys above that are options of Recognizer.stream, passed on as they are (endpoint rules converted)
-_STREAM_OPTIONS = ("partials", "decoder", "beam", "lm", "lm_weight", "insertion_bonus", "endpoint")
+_STREAM_OPTIONS = ("partials", "decoder", "beam", "lm", "lm_weight", "insertion_bonus", "lookahead", "endpoint")
 
 
 def parse_config(message: dict[str, Any]) -> ConfigMessage:

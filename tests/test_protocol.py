@@ -26,6 +26,7 @@ REFUSED = [
     ('{"format":["s16le"]}', "bad config: format must be 's16le' or 'f32le'"),
     ('{"lm_weight":"0.5"}', "bad config: lm_weight must be a valid number"),
     ('{"insertion_bonus":"x"}', "bad config: insertion_bonus must be a valid number"),
+    ('{"lookahead":"yes"}', "bad config: lookahead must be a valid boolean"),
     ('{"lm_weight":1e308}', "bad config: lm_weight must be less than or equal to 10"),
     ('{"silence_db":"x"}', "bad config: silence_db must be a valid number"),
     ('{"silence_db":{}}', "bad config: silence_db must be a valid number"),
@@ -62,10 +63,10 @@ def test_each_invalid_value_is_refused_naming_its_key(text, error):
 def test_a_valid_config_maps_to_the_engine_options_it_names():
     cfg = parse_config({"type": "config", "sample_rate": 48000, "format": "f32le", "channels": 2, "chunk_ms": 320,
                         "partials": False, "decoder": "beam", "beam": 8, "lm": "none", "lm_weight": 1,
-                        "insertion_bonus": None, "endpoint": {"rule2_s": 0.8}, "silence_db": None})
+                        "insertion_bonus": None, "lookahead": True, "endpoint": {"rule2_s": 0.8}, "silence_db": None})
     assert (cfg.sample_rate, cfg.format, cfg.channels, cfg.chunk_ms, cfg.left_ms) == (48000, "f32le", 2, 320, None)
     assert cfg.stream_options() == {"partials": False, "decoder": "beam", "beam": 8, "lm": "none", "lm_weight": 1.0,
-                                    "insertion_bonus": None, "endpoint": EndpointConfig(rule2_s=0.8)}
+                                    "insertion_bonus": None, "lookahead": True, "endpoint": EndpointConfig(rule2_s=0.8)}
     assert cfg.recognizer_options() == {"silence_db": None}
     assert parse_config({"type": "config"}).stream_options() == {}  # nothing given: the server's defaults
     assert parse_config({"type": "config", "endpoint": False}).stream_options() == {"endpoint": False}
