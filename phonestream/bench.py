@@ -61,13 +61,14 @@ def looped(audio: np.ndarray, total: int, piece: int) -> Iterator[np.ndarray]:
 
 
 def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20,
-        offline: bool = True, audio: np.ndarray | None = None, decoder: str = "auto") -> dict[str, Any]:
-    """Stream ``seconds`` of audio as fast as possible with ``decoder`` (``auto``, ``greedy``, ``beam``);
-    returns the stream summary and memory figures.
+        offline: bool = True, audio: np.ndarray | None = None, decoder: str = "auto",
+        lookahead: bool = False) -> dict[str, Any]:
+    """Stream ``seconds`` of audio as fast as possible with ``decoder`` (``auto``, ``greedy``, ``beam``;
+    ``lookahead``: the beam's lookahead commit); returns the stream summary and memory figures.
 
     Memory (RSS) is read after the first minute of audio and at the end, so a growth shows.
     """
-    recognizer = Recognizer(model, config, decoder=decoder)
+    recognizer = Recognizer(model, config, decoder=decoder, lookahead=lookahead)
     sr = model.sample_rate
     audio = load_audio(SAMPLE, sr) if audio is None else audio
     model.warmup()
@@ -82,7 +83,7 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     result = stream.summary()
     dec = stream.decoder
     result["decoder"] = ("greedy" if isinstance(dec, GreedyDecoder) else
-                         "beam+lm" if dec.has_lm else "beam")
+                         ("beam+lm" if dec.has_lm else "beam") + ("+lookahead" if dec.lookahead else ""))
     result["rss_mb_first_minute"] = round(rss_first, 1) if rss_first is not None else None
     result["rss_mb_end"] = round(rss_mb(), 1)
     if offline:
@@ -112,7 +113,7 @@ class _Outbox:
 
 def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: float = 20.0, decoder: str = "auto",
                 feed_ms: int = 20, max_batch: int = 64, max_wait_ms: float = 10.0,
-                audio: np.ndarray | None = None) -> dict[str, Any]:
+                audio: np.ndarray | None = None, lookahead: bool = False) -> dict[str, Any]:
     """``streams`` real-time streams of ``seconds`` each through one :class:`BatchScheduler`, as the server
     runs them; returns one row of figures.
 
@@ -128,12 +129,12 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
     ``keeps_up`` (no error, nothing dropped, lag p95 within one chunk).
     """
     return _row([_run_part(model, config, streams, 0, streams, seconds, decoder, feed_ms, max_batch, max_wait_ms,
-                           audio)], streams, seconds, config)
+                           audio, lookahead)], streams, seconds, config)
 
 
 def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, streams: int, processes: int,
                           seconds: float = 20.0, decoder: str = "auto", feed_ms: int = 20, max_batch: int = 64,
-                          max_wait_ms: float = 10.0) -> dict[str, Any]:
+                          max_wait_ms: float = 10.0, lookahead: bool = False) -> dict[str, Any]:
     """:func:`run_streams` split over ``processes`` processes, as ``phonestream serve --workers`` splits its
     connections (phonestream/workers.py): each process loads its own model with ``load`` (picklable: a
     module-level function or a ``functools.partial``) and carries an equal share of the streams (a
@@ -142,7 +143,8 @@ def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, st
     if processes < 1:
         raise ValueError(f"processes must be at least 1, got {processes}")
     if processes == 1:
-        return run_streams(load(), config, streams, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+        return run_streams(load(), config, streams, seconds, decoder, feed_ms, max_batch, max_wait_ms,
+                           lookahead=lookahead)
     import concurrent.futures
     import multiprocessing
 
@@ -151,7 +153,8 @@ def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, st
     with concurrent.futures.ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         parts = list(pool.map(_load_and_run_part, [load] * processes, [config] * processes, shares, firsts,
                               [streams] * processes, [seconds] * processes, [decoder] * processes,
-                              [feed_ms] * processes, [max_batch] * processes, [max_wait_ms] * processes))
+                              [feed_ms] * processes, [max_batch] * processes, [max_wait_ms] * processes,
+                              [None] * processes, [lookahead] * processes))
     return _row(parts, streams, seconds, config)
 
 
@@ -161,12 +164,12 @@ def _load_and_run_part(load: Callable[[], CTCModel], *args: Any) -> dict[str, An
 
 def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, total_streams: int, seconds: float,
               decoder: str, feed_ms: int, max_batch: int, max_wait_ms: float,
-              audio: np.ndarray | None = None) -> dict[str, Any]:
+              audio: np.ndarray | None = None, lookahead: bool = False) -> dict[str, Any]:
     """Streams ``first .. first + streams - 1`` of ``total_streams`` through one scheduler: the raw
     figures :func:`_row` reduces."""
     if streams < 1:
         raise ValueError(f"streams must be at least 1, got {streams}")
-    recognizer = Recognizer(model, config, decoder=decoder)
+    recognizer = Recognizer(model, config, decoder=decoder, lookahead=lookahead)
     sr = model.sample_rate
     audio = load_audio(SAMPLE, sr) if audio is None else np.asarray(audio, np.float32)
     total = int(seconds * sr)
@@ -215,7 +218,8 @@ def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, t
     finally:
         scheduler.stop()
     return {**_outcomes(boxes, seconds, starts), "flowing": flowing, "during": during,
-            "model": model.description, "decoder": recognizer.decoder_config().kind}
+            "model": model.description,
+            "decoder": recognizer.decoder_config().kind + ("+lookahead" if lookahead else "")}
 
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:

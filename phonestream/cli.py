@@ -423,6 +423,7 @@ def _stderr():
 @click.option("--right-ms", default=None, type=int, help="Lookahead per step (overrides --config's).")
 @click.option("--decoder", default="auto", type=click.Choice(["auto", "greedy", "beam"]), show_default=True,
               help="As for stream: auto is beam search with the model's LM when it has one, else greedy.")
+@click.option("--lookahead", is_flag=True, help="As for stream: the beam's commits read the right context too.")
 @click.option("--streams", "streams_", default=None,
               help="N real-time streams through the server's batching scheduler, in process (e.g. 100,500,1000): "
               "windows per second, worker busy share, lag, whether they keep up.")
@@ -439,8 +440,8 @@ def _stderr():
               help="With --streams: how long a ready window waits for others (as serve's).")
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
-def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, streams_, processes, seconds,
-          minutes, feed_ms, max_batch, max_wait_ms, json_out) -> None:
+def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, lookahead, streams_, processes,
+          seconds, minutes, feed_ms, max_batch, max_wait_ms, json_out) -> None:
     """Real-time factor, per-chunk latency, emission delay and memory of streaming; with --streams, how many
     real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
@@ -470,13 +471,13 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
     cfgs = [StreamConfig(c.chunk_ms if chunk_ms is None else chunk_ms, c.left_ms if left_ms is None else left_ms,
                          c.right_ms if right_ms is None else right_ms) for c in cfgs]
     if counts is not None:
-        _bench_streams(bench_mod, loaded, load, processes, cfgs, counts, decoder,
+        _bench_streams(bench_mod, loaded, load, processes, cfgs, counts, decoder, lookahead,
                        20.0 if seconds is None else seconds, feed_ms, max_batch, max_wait_ms, json_out)
         return
     total = minutes * 60 if minutes is not None else 60.0 if seconds is None else seconds
     rows = []
     for cfg in cfgs:
-        r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None, decoder=decoder)
+        r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None, decoder=decoder, lookahead=lookahead)
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
                      "rtf": r["rtf"], "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
                      "emission_delay_s": r["emission_delay_s"], "emission_delay_wall_s": r["emission_delay_wall_s"],
@@ -490,16 +491,17 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
                f"bench: {rows[0]['model']} (latency cells: p50 / p95)")
 
 
-def _bench_streams(bench_mod, model, load, processes, cfgs, counts, decoder, seconds, feed_ms, max_batch,
+def _bench_streams(bench_mod, model, load, processes, cfgs, counts, decoder, lookahead, seconds, feed_ms, max_batch,
                    max_wait_ms, json_out) -> None:
     """``bench --streams``: one row per window setting and number of streams."""
     rows = []
     for cfg in cfgs:
         cfg.samples(model)  # a bad window is one line before any stream starts
         for n in counts:
-            r = (bench_mod.run_streams(model, cfg, n, seconds, decoder, feed_ms, max_batch, max_wait_ms)
+            r = (bench_mod.run_streams(model, cfg, n, seconds, decoder, feed_ms, max_batch, max_wait_ms,
+                                       lookahead=lookahead)
                  if processes == 1 else bench_mod.run_streams_processes(load, cfg, n, processes, seconds, decoder,
-                                                                         feed_ms, max_batch, max_wait_ms))
+                                                                         feed_ms, max_batch, max_wait_ms, lookahead))
             rows.append(r)
             if not json_out:
                 click.echo(f"{n} streams ({r['chunk/left/right ms']} ms): lag p95 {r['lag_s']['p95']} s, worker "

@@ -44,3 +44,9 @@ def test_bench_names_the_decoder_it_ran(tiny_model_dir):
         result = CliRunner().invoke(main, ["bench", "-m", model, "--seconds", "2", "--decoder", decoder, "--json"])
         assert result.exit_code == 0, result.output
         assert json.loads(result.output.strip().splitlines()[-1])[0]["decoder"] == expected
+    ahead = CliRunner().invoke(main, ["bench", "-m", "default", "--seconds", "2", "--lookahead", "--json"])
+    assert json.loads(ahead.output.strip().splitlines()[-1])[0]["decoder"] == "beam+lm+lookahead"
+    streams = CliRunner().invoke(main, ["bench", "-m", "default", "--streams", "2", "--seconds", "1", "--lookahead",
+                                        "--json"])
+    assert streams.exit_code == 0, streams.output
+    assert json.loads(streams.output.strip().splitlines()[-1])[0]["decoder"] == "beam+lookahead"
