@@ -14,7 +14,8 @@ frame a prefix stays by blank or by repeating its last phoneme, or grows by a ca
 The commit rule: after each block of final frames, the phonemes that every surviving hypothesis shares
 (their common prefix) are committed once each one is closed (its hypothesis has moved past it, by a
 blank or by a later phoneme). To bound the latency when beams keep disagreeing, a phoneme of the best
-hypothesis that closed more than ``commit_wait_s`` ago is committed as well. Either way the committed
+hypothesis that closed more than ``commit_wait_s`` ago is committed as well; with ``lookahead`` the best
+hypothesis is the one that is best after the block's provisional frames too. Either way the committed
 prefix is then forced on every hypothesis (those that disagree are dropped) and removed from them, so
 nothing committed can ever change. Timestamps are tracked per hypothesis along its best path (the
 frame a phoneme was entered, and the frame after its last emission); confidence is the phoneme's
@@ -396,7 +397,7 @@ class BeamDecoder:
 
     def partial(self, block: FrameBlock) -> list[str]:
         """The provisional tail: the best hypothesis beyond the committed phonemes, then the greedy
-        reading of the lookahead frames."""
+        reading of the lookahead frames (with ``lookahead``: the beam's reading of both)."""
         if self._tail is not None:  # the lookahead's beam reading of the same frames
             return [self.vocab.symbols[t] for t in self._tail]
         tokens, best = max(self._beams.items(), key=lambda kv: kv[1].score)
