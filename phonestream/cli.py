@@ -294,7 +294,7 @@ def transcribe(file, model, backbone, vocab, head, head_type, device, threads, c
 # The whole file is decoded at once: window sizes and endpointing do not apply, so --help leaves them out
 # (they are still accepted, so a command line shared with `stream` keeps working).
 _STREAMING_ONLY = {"latency", "chunk_ms", "left_ms", "right_ms", "endpoint", "endpoint_rule1", "endpoint_rule2",
-                   "max_utterance", "silence_db"}
+                   "max_utterance", "silence_db", "lookahead"}
 for _param in transcribe.params:
     if isinstance(_param, click.Option) and _param.name in _STREAMING_ONLY:
         _param.hidden = True
