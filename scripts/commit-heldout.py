@@ -9,6 +9,8 @@ pipeline (:class:`~phonestream.Recognizer`, endpointing on) once per latency pre
 (final and provisional frames) are recorded, and each commit rule decodes the same blocks
 (:func:`phonestream.evaluate.replay_file`). Reported per rule: PER (39 classes) by group, emission delay
 p50 / p95 over all phonemes (audio time, ``committed_at - end``), and the decoder's time per step.
+``--blend`` adds rows for the final-frames rule on frames blended with their earlier provisional estimate
+(:func:`blended`: a candidate that failed its held-out rule, MODEL_CARD "The posteriors' part").
 
 Only the held-out utterances need to exist in WORK/synth (the recipe's ``stage_data(..., keep=is_synth_dev)``
 makes just those). The shipped LM has seen the held-out synthetic sentences; score with one that has not
@@ -17,6 +19,7 @@ makes just those). The shipped LM has seen the held-out synthetic sentences; sco
 Usage::
 
     scripts/commit-heldout.py --work W --lm tuning.arpa.gz [--latency low,balanced,accurate] [--limit N]
+                              [--blend 0.2,0.35,0.5]
 """
 
 from __future__ import annotations
@@ -29,6 +32,31 @@ from pathlib import Path
 import numpy as np
 
 RULES = {"final": False, "lookahead": True}
+
+
+def blended(record: list, weight: float) -> list:
+    """``record`` (a stream's recorded blocks) with each final frame replaced by the log of
+    ``(1 - weight) * p_final + weight * p_before``, where ``p_before`` is the same frame's provisional
+    estimate from the step before, if it had one (rule-v16's candidate; no model call, no delay)."""
+    from phonestream.streaming import FrameBlock
+
+    if not weight:
+        return record
+    earlier: dict[int, np.ndarray] = {}
+    out = []
+    for blocks, seconds in record:
+        new = []
+        for b in blocks:
+            final = b.final.copy()
+            for i in range(len(final)):
+                prev = earlier.get(b.start_frame + i)
+                if prev is not None:
+                    final[i] = np.logaddexp(np.log1p(-weight) + final[i], np.log(weight) + prev)
+            first = b.start_frame + len(b.final)
+            earlier = {first + i: row for i, row in enumerate(b.provisional)}
+            new.append(FrameBlock(b.start_frame, final, b.provisional, b.received, b.last))
+        out.append((new, seconds))
+    return out
 
 
 def main() -> None:
@@ -46,7 +74,11 @@ def main() -> None:
     p.add_argument("--lm", required=True, help="ARPA LM to decode with (see above)")
     p.add_argument("--latency", default="low,balanced,accurate")
     p.add_argument("--limit", type=int, default=None, help="at most N recordings of each set (a quick look)")
+    p.add_argument("--blend", default="", help="W[,W...]: also the final-frames rule on blended frames "
+                   "(see blended(); rule-v16)")
     a = p.parse_args()
+    rules = {name: (look, 0.0) for name, look in RULES.items()}
+    rules.update({f"final, blend {w}": (False, float(w)) for w in a.blend.split(",") if w})
 
     model = load_model(a.model)
     synth = [it for it in read_manifest(a.work / "synth" / "manifest.tsv") if is_synth_dev(it.uid)][: a.limit]
@@ -62,25 +94,25 @@ def main() -> None:
     for latency in a.latency.split(","):
         rec = Recognizer(model, config=StreamConfig.for_model(model, latency=latency), lm=a.lm)
         base = rec.decoder_config(decoder="beam")
-        counts = {rule: {g: EditCounts(0, 0, 0, 0) for g in groups} for rule in RULES}
-        delays: dict[str, list[float]] = {rule: [] for rule in RULES}
-        spent = dict.fromkeys(RULES, 0.0)
+        counts = {rule: {g: EditCounts(0, 0, 0, 0) for g in groups} for rule in rules}
+        delays: dict[str, list[float]] = {rule: [] for rule in rules}
+        spent = dict.fromkeys(rules, 0.0)
         steps = 0
         for group, phones, x in audio:
             record: list = []
             stream_file(rec, x, 20, record)
             steps += sum(len(blocks) for blocks, _ in record)
             ref = fold_timit39(phones.split())
-            for rule, look in RULES.items():
+            for rule, (look, weight) in rules.items():
                 t0 = time.perf_counter()
-                hyp, _ = replay_file(rec, record, len(x), replace(base, lookahead=look))
+                hyp, _ = replay_file(rec, blended(record, weight), len(x), replace(base, lookahead=look))
                 spent[rule] += time.perf_counter() - t0
                 e = edit_counts(ref, fold_timit39([q.phoneme for q in hyp]))
                 for g in (group, "synth" if group != "fsdd" else None):
                     if g:
                         counts[rule][g] = counts[rule][g] + e
                 delays[rule] += [q.committed_at - q.end for q in hyp]
-        for rule in RULES:
+        for rule in rules:
             d = np.array(delays[rule])
             cells = [f"{100 * counts[rule][g].rate:.2f}" for g in groups]
             print(f"| {latency} | {rule} | " + " | ".join(cells) + f" | {np.percentile(d, 50):.2f} / "

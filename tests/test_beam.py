@@ -248,9 +248,34 @@ def test_commit_heldout_script_scores_both_rules_on_the_same_streams(tmp_path):
         "IH N B IY IH NG K AH M P EH R AH T IH V L IY M AA D ER N\n")
     script = Path(__file__).resolve().parents[1] / "scripts" / "commit-heldout.py"
     out = subprocess.run([sys.executable, str(script), "--work", str(tmp_path), "--lm",
-                          str(DEFAULT_MODEL_DIR / "lm.arpa.gz"), "--latency", "balanced", "--limit", "3"],
+                          str(DEFAULT_MODEL_DIR / "lm.arpa.gz"), "--latency", "balanced", "--limit", "3",
+                          "--blend", "0.35"],
                          capture_output=True, text=True, check=True).stdout
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| balanced")]
-    assert "4 recordings" in out and [r[1].strip() for r in rows] == ["final", "lookahead"], out
+    assert "4 recordings" in out and [r[1].strip() for r in rows] == ["final", "lookahead", "final, blend 0.35"], out
     for r in rows:  # preset, rule, synth, r1, fsdd, delay, decoder ms
         assert 0 <= float(r[2]) < 75 and float(r[-1]) > 0 and "/" in r[-2]  # augmented: noise, room, babble
+
+
+def test_blended_mixes_each_final_frame_with_its_earlier_provisional_estimate():
+    """scripts/commit-heldout.py's blended(): frame f's final row mixed with the row the step before gave
+    it as provisional; frames with no earlier estimate (the first step's) stay as they were."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "commit-heldout.py"
+    spec = importlib.util.spec_from_file_location("commit_heldout", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    lp = noisy(10, 7)
+    earlier = noisy(10, 8)
+    record = [([FrameBlock(0, lp[:4], earlier[4:7], 4 * 320, False)], 0.1),
+              ([FrameBlock(4, lp[4:8], lp[:0], 8 * 320, True)], 0.1)]
+    assert mod.blended(record, 0.0) is record
+    out = mod.blended(record, 0.25)
+    np.testing.assert_array_equal(out[0][0][0].final, lp[:4])
+    mixed = out[1][0][0].final
+    expect = np.log(0.75 * np.exp(lp[4:7].astype(np.float64)) + 0.25 * np.exp(earlier[4:7].astype(np.float64)))
+    np.testing.assert_allclose(mixed[:3], expect, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(mixed[3], lp[7])  # no earlier estimate of frame 7
+    assert out[1][0][0].last and out[1][1] == 0.1
