@@ -63,14 +63,6 @@ from .streaming import FrameBlock
 # The free reading's penalty (-2 ... -5 compared) was chosen the same way, by the wrong FSDD digits
 # flagged at each setting's threshold. README, "Pronunciation check".
 DEFAULT_THRESHOLD = 0.07  # also in the shipped model's phonestream.json, which is where a model's own lives
-
-
-def model_threshold(model: Any) -> float:
-    """The check threshold for ``model``: its own (``phonestream.json``'s ``"check": {"threshold": ..}``,
-    calibrated with ``phonestream check-eval`` for that head), else :data:`DEFAULT_THRESHOLD`."""
-    own = getattr(model, "check_threshold", None)
-    return DEFAULT_THRESHOLD if own is None else own
-
 DELETION_PENALTY = -6.0
 INSERTION_PENALTY = -4.0
 # Phoneme score = sigmoid(GOP / SCORE_TEMPERATURE): a monotone display scale that spreads a peaky CTC
@@ -97,6 +89,13 @@ _NEG = -1e30
 # Before the first word is reached, frames older than _IDLE_KEEP are dropped once more than _IDLE_FRAMES
 # have gathered (a microphone left open before reading), so memory and work per block stay bounded.
 _IDLE_FRAMES, _IDLE_KEEP = 1500, 250
+
+
+def model_threshold(model: Any) -> float:
+    """The check threshold for ``model``: its own (``phonestream.json``'s ``"check": {"threshold": ..}``,
+    calibrated with ``phonestream check-eval`` for that head), else :data:`DEFAULT_THRESHOLD`."""
+    own = getattr(model, "check_threshold", None)
+    return DEFAULT_THRESHOLD if own is None else own
 
 
 class CheckError(ValueError):

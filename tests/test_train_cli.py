@@ -213,6 +213,24 @@ def test_a_bad_check_threshold_in_a_model_folder_is_one_line(tmp_path, value, wa
     assert len(r.output.strip().splitlines()) == 1
 
 
+def test_a_check_entry_that_is_not_an_object_is_one_line_and_a_bad_one_is_never_written(tmp_path, wav_file):
+    import shutil
+
+    from phonestream.models import ModelError
+    from phonestream.models.backbone import save_model_folder
+
+    folder = tmp_path / "m"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder)
+    meta = json.loads((folder / "phonestream.json").read_text())
+    (folder / "phonestream.json").write_text(json.dumps({**meta, "check": 0.07}))
+    r = CliRunner().invoke(main, ["transcribe", str(wav_file), "-m", str(folder)])
+    assert r.exit_code == 2 and '"check" must be an object' in r.output
+    model = load_model(None)
+    with pytest.raises(ModelError, match="between 0 and 1"):
+        save_model_folder(tmp_path / "new", {}, model.head, model.vocab, model.streaming_defaults, check_threshold=2)
+    assert not (tmp_path / "new").exists()  # refused before anything was written
+
+
 def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     """The recipe's stages keep their options: each reaches the recipe's own parser as given, and export
     gets WORK/export/RUN when --out is left out."""

@@ -143,7 +143,8 @@ def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head:
     (how the head was trained) is kept in the description as it is; ``check_threshold``, if given, is the
     pronunciation check's threshold calibrated for this head."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    check = None if check_threshold is None else {"threshold": _threshold(check_threshold, folder / MODEL_FILE)}
+    folder.mkdir(parents=True, exist_ok=True)  # (a bad threshold is refused before anything is written)
     save_vocab_file(folder / VOCAB_FILE, vocab)
     head.save(folder / HEAD_FILE)
     _umask_mode(folder / HEAD_FILE)  # safetensors writes 0600; the folder is meant to be shared
@@ -154,8 +155,8 @@ def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head:
         "vocab": VOCAB_FILE,
         "streaming": streaming.to_dict(),
     }
-    if check_threshold is not None:
-        meta["check"] = {"threshold": _threshold(check_threshold, folder / MODEL_FILE)}
+    if check is not None:
+        meta["check"] = check
     if training:
         meta["training"] = training
     (folder / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
