@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from ..models.base import LATENCY_PRESETS
 from ..models.whisper import ENCODERS
 
 #: Where caches, checkpoints and logs go when --work is not given: under the current folder.
@@ -80,7 +81,7 @@ def parse_windows(text: str) -> list[tuple[int, int, int]]:
 
     out = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if part in ("low", "balanced", "accurate"):
+        if part in LATENCY_PRESETS:
             out.append(tuple(WINDOWS.preset(part)))
             continue
         m = re.fullmatch(r"(\d+)-(\d+)-(\d+)", part)
