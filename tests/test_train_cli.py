@@ -123,6 +123,9 @@ BAD = [
     (["export", "--run", "never-trained"], "no checkpoint"),
     (["fit", "--init", "never-trained"], "no checkpoint"),
     (["fit", "--init", "../elsewhere"], "--init"),
+    (["fit", "--distill", "-1"], "--distill"),
+    (["cache", "--teacher", "no-such-folder"], "--teacher"),
+    (["cache", "--teacher", "tests", "--work", "no-such-work"], "not a model folder"),
     (["cache", "--windows", "250-1920-320"], "--windows"),
     (["cache", "--windows", "quick"], "--windows"),
     (["fitt"], "No such command"),
@@ -243,7 +246,7 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
             "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3",
             "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best",
-            "--windows", "balanced,160-1280-160", "--init", "r2"]
+            "--windows", "balanced,160-1280-160", "--init", "r2", "--teacher", str(tmp_path), "--distill", "0.5"]
     for stage in ("data", "cache", "fit", "eval", "export", "all"):
         r = CliRunner().invoke(main, ["train", stage, *args], catch_exceptions=False)
         assert r.exit_code == 0, r.output
@@ -255,7 +258,7 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
         assert got["--head"] == "conv-64-3-1" and got["--minutes"] == "2.5" and got["--epochs"] == "7", stage
         assert got["--lr"] == "0.001" and got["--rounds"] == "2" and got["--copies"] == "3" and got["--full"]
         assert got["--round-copies"] == "1=4,2=1" and got["--windows"] == "balanced,160-1280-160", stage
-        assert got["--init"] == "r2", stage
+        assert got["--init"] == "r2" and got["--teacher"] == str(tmp_path) and got["--distill"] == "0.5", stage
         assert got["--checkpoint"] == "best" and got["--seed"] == "4" and got["--threads"] == "1"
     assert parser_view["export"]["--out"] == str(tmp_path / "export" / "r2") == parser_view["all"]["--out"]
     assert "--out" not in parser_view["fit"]

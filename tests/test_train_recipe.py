@@ -10,6 +10,7 @@ import soundfile as sf
 
 from phonestream.models import load_model
 from phonestream.models.base import StreamingDefaults
+from phonestream.train.cli import TrainError
 from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import export_model
 from phonestream.train.states import Item, cache_shard
@@ -201,3 +202,63 @@ def test_data_stage_keep_makes_the_same_utterances_as_the_full_set(tmp_path, mon
     full, held = asked
     assert held == [j for j in full if is_synth_dev(j.uid)]
     assert 0 < len(held) < len(full) / 10 and {j.source for j in held} >= {"espeak", "kokoro"}
+
+
+def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tmp_path, speechlike):
+    """``cache --teacher``: the states are those of a plain cache with the same seed (the teacher draws
+    nothing), and beside them, per utterance, the teacher head's log posteriors of the whole utterance,
+    as the model folder computes them offline."""
+    from phonestream.models.whisper import WhisperBackbone
+    from phonestream.train.pipeline import load_teacher
+
+    bb = WhisperBackbone(threads=1)
+    items = _clips(tmp_path, speechlike)
+    teacher = load_teacher(Path("phonestream/default_model"), "tiny.en")
+    cache_shard(bb, items, tmp_path / "plain.npz", seed=3, augment_audio=False, log_every=0)
+    cache_shard(bb, items, tmp_path / "taught.npz", seed=3, augment_audio=False, log_every=0, teacher=teacher)
+    plain, taught = load_states([tmp_path / "plain.npz"]), load_states([tmp_path / "taught.npz"], teacher=True)
+    assert plain.teacher is None and np.array_equal(plain.states, taught.states)
+    assert plain.config == taught.config and taught.teacher_name.startswith("default_model@")
+    model = load_model(None)
+    for u, it in enumerate(items):
+        n = int(taught.seg_kept[taught.utt_segs[u]].sum())
+        got = taught.teacher[taught.teacher_start[u] : taught.teacher_start[u] + n].astype(np.float32)
+        want = model.log_probs(sf.read(it.path, dtype="float32")[0])
+        assert got.shape == want.shape
+        np.testing.assert_allclose(np.exp(got), np.exp(want), atol=2e-3)
+    with pytest.raises(TrainError, match="plain.npz has none"):
+        load_states([tmp_path / "plain.npz", tmp_path / "taught.npz"], teacher=True)
+    with pytest.raises(TrainError, match="reads whisper-tiny.en-ct2 states, not the base"):
+        load_teacher(Path("phonestream/default_model"), "base")
+
+
+def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, speechlike):
+    """The KL term: zero where the head says what the teacher says, positive elsewhere, only over each
+    utterance's own frames; a distilled fit runs from a model folder's head (``fit --init DIR``)."""
+    import torch
+
+    from phonestream.models.whisper import WhisperBackbone
+    from phonestream.train.pipeline import load_teacher
+    from phonestream.train.trainer import distill_loss
+
+    t = torch.log_softmax(torch.randn(2, 7, 40), -1)
+    lengths, tl = torch.tensor([7, 4]), torch.tensor([3, 2])
+    assert distill_loss(t, t, lengths, tl).abs() < 1e-6
+    other = torch.randn(2, 7, 40)
+    moved = other.clone()
+    moved[1, 4:] = 100.0  # past the second utterance's end: not counted
+    assert distill_loss(other, t, lengths, tl) > 0
+    assert torch.allclose(distill_loss(other, t, lengths, tl), distill_loss(moved, t, lengths, tl))
+
+    bb = WhisperBackbone(threads=1)
+    shard = tmp_path / "cache" / "s.npz"
+    cache_shard(bb, _clips(tmp_path, speechlike), shard, seed=0, log_every=0,
+                teacher=load_teacher(Path("phonestream/default_model"), "tiny.en"))
+    data = load_states([shard], teacher=True)
+    spec = {"type": "conv", "hidden": 256, "kernel": 5, "layers": 2}
+    logs: list[str] = []
+    cfg = TrainConfig(head=spec, max_epochs=1, eval_every=10**6, init="phonestream/default_model", distill=1.0)
+    train_head(data, list(SYMBOLS), tmp_path / "run", cfg, bb.dim, None, logs.append)
+    assert any("started from the head in phonestream/default_model" in m for m in logs)
+    with pytest.raises(ValueError, match="distill > 0 needs"):
+        train_head(load_states([shard]), list(SYMBOLS), tmp_path / "run2", cfg, bb.dim, None, lambda m: None)

@@ -128,7 +128,12 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--head", default="conv-256-5-1",
                    help="linear | conv (256 hidden, kernel 5, 2 layers) | conv-HIDDEN-KERNEL-LAYERS")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init", default=None, help="fit: start from RUN's last checkpoint (fine-tuning)")
+    p.add_argument("--init", default=None,
+                   help="fit: start from RUN's last checkpoint, or a model folder's head (fine-tuning)")
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="cache: a model folder whose offline posteriors are stored for fit --distill")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=3e-3)
@@ -164,11 +169,16 @@ def recipe(argv: list[str] | None = None) -> int:
     from .phones import SYMBOLS
 
     work = args.work
-    init = work / "runs" / args.init / "last.pt" if args.init and args.stage in ("all", "fit") else None
-    if init is not None and not init.is_file():  # before any stage runs (data and cache take hours)
+    init = None
+    if args.init and args.stage in ("all", "fit"):
+        folder = Path(args.init)
+        init = folder if (folder / "phonestream.json").is_file() else work / "runs" / args.init / "last.pt"
+    if init is not None and not init.exists():  # before any stage runs (data and cache take hours)
         from .cli import TrainError
 
         raise TrainError(f"--init {args.init}: no checkpoint {init} (a finished run in this work folder)")
+    if args.teacher is not None and args.stage in ("all", "cache"):
+        pipeline.load_teacher(args.teacher, args.encoder)  # a wrong folder fails now, not in the workers
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
     symbols = list(SYMBOLS)
     started = time.monotonic()
@@ -204,23 +214,23 @@ def recipe(argv: list[str] | None = None) -> int:
                 continue
             copies = args.round_copies.get(rnd, args.copies)
             pipeline.stage_cache(work, items, f"synth-r{rnd}", copies=copies, workers=args.workers,
-                                 backbone_spec=spec, cache=cache, windows=args.windows)
+                                 backbone_spec=spec, cache=cache, windows=args.windows, teacher=args.teacher)
         fsdd_copies = args.fsdd_copies or args.copies
         pipeline.stage_cache(work, pipeline.fsdd_train_items(), "fsdd", copies=fsdd_copies, workers=args.workers,
-                             backbone_spec=spec, cache=cache, windows=args.windows)
+                             backbone_spec=spec, cache=cache, windows=args.windows, teacher=args.teacher)
         log(f"cache folder: {cache} ({minutes()} after the command started)")
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head
 
         shards = sorted(cache.glob("*.npz"))
         shards = [s for s in shards if ".tmp." not in s.name]
-        data = load_states(shards)
+        data = load_states(shards, teacher=args.distill > 0)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
         sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
                           seed=args.seed, threads=args.threads, encoder=encoder.name,
-                          init=str(init) if init else None)
+                          init=str(init) if init else None, distill=args.distill)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch

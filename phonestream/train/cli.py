@@ -126,6 +126,20 @@ class RunName(click.ParamType):
         return text
 
 
+class InitSource(click.ParamType):
+    """What a fine-tune starts from: a run's name (its last checkpoint) or a model folder."""
+
+    name = "run|folder"
+
+    def convert(self, value: Any, param, ctx) -> str:
+        text = str(value)
+        if (Path(text).expanduser() / "phonestream.json").is_file():
+            return str(Path(text).expanduser())
+        if "/" in text or text.startswith("~"):
+            self.fail(f"{text} is not a model folder (no phonestream.json)", param, ctx)
+        return RunName().convert(text, param, ctx)
+
+
 class WorkDir(click.ParamType):
     """A working folder: not empty text, not an existing file."""
 
@@ -290,9 +304,16 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--head", default="conv-256-5-1", show_default=True, type=HEAD_TYPE,
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
         click.option("--seed", default=0, show_default=True, type=int),
-        click.option("--init", default=None, type=RunName(),
-                     help="fit: start from this run's last checkpoint (same head and encoder): fine-tuning, with "
-                          "a fresh optimiser and schedule."),
+        click.option("--init", default=None, type=InitSource(),
+                     help="fit: start from this run's last checkpoint, or from a model folder's head (e.g. "
+                          "phonestream/default_model; same head and encoder): fine-tuning, with a fresh optimiser "
+                          "and schedule."),
+        click.option("--teacher", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
+                     help="cache: a model folder whose head's offline posteriors of each augmented utterance are "
+                          "stored beside the streamed states, for fit --distill."),
+        click.option("--distill", default=0.0, show_default=True, type=click.FloatRange(0),
+                     help="fit: weight of the KL between the cached teacher's offline posteriors and the head's "
+                          "streamed ones, added to the CTC loss (needs a cache made with --teacher)."),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="fit: training time budget."),
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
@@ -335,9 +356,9 @@ _DETAILS = {
     "data": "espeak-ng, flite, festival, Piper and (rounds 3-5) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
-             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --windows, --workers.",
+             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --windows, --teacher, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
-           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed, --init.",
+           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed, --init, --distill.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
             "--checkpoint.",
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "

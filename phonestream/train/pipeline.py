@@ -27,7 +27,7 @@ from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import ENCODERS, WhisperBackbone
 from .evaluate import SHARED
 from .phones import SYMBOLS
-from .states import OFFLINE_FRACTION, Item, cache_shard
+from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
 
 FRASER_MANIFEST = SHARED / "fraser_arctic" / "manifest.tsv"  # its sentences are kept out of synthesis
 FSDD_ROOT = SHARED / "fsdd"
@@ -91,17 +91,42 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 # ---- cache -----------------------------------------------------------------------------------------
 
 
+def load_teacher(folder: Path, encoder: str) -> Teacher:
+    """The head of a model folder (``train export``'s, or the shipped default model's) as a distillation
+    teacher for heads on ``encoder``; named by its folder and a hash of its weights."""
+    import hashlib
+    import json
+
+    from ..models.heads import load_head
+    from .cli import TrainError
+
+    meta_file = Path(folder) / "phonestream.json"
+    if not meta_file.is_file():
+        raise TrainError(f"--teacher {folder}: not a model folder (no phonestream.json)")
+    meta = json.loads(meta_file.read_text())
+    enc = WHISPER_ENCODERS.get(meta.get("backbone", {}).get("type"))
+    if enc is None or enc.name != encoder:
+        raise TrainError(f"--teacher {folder}: its head reads {meta.get('backbone', {}).get('type')} states, "
+                         f"not the {encoder} states being cached")
+    weights = Path(folder) / meta["head"].get("weights", HEAD_FILE)
+    head = load_head(meta["head"], weights, enc.dim, len(SYMBOLS))
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    return Teacher(f"{Path(folder).resolve().name}@{digest}", head.log_probs)
+
+
 def _cache_worker(args) -> str:
-    backbone_spec, items, out, seed, augment_audio, threads, configs = args
+    backbone_spec, items, out, seed, augment_audio, threads, configs, teacher_dir = args
     spec = dict(backbone_spec)
     if spec.get("type") in WHISPER_ENCODERS:
         spec["threads"] = threads
     else:
         torch.set_num_threads(threads)
     backbone = load_backbone(spec)
+    encoder = WHISPER_ENCODERS[spec["type"]].name if spec.get("type") in WHISPER_ENCODERS else ""
+    teacher = load_teacher(Path(teacher_dir), encoder) if teacher_dir else None
     # named windows (stage_cache's ``windows``) come without whole-utterance ones
     cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio, configs=configs,
-                offline_fraction=0.0 if configs else OFFLINE_FRACTION)
+                offline_fraction=0.0 if configs else OFFLINE_FRACTION, teacher=teacher)
     return out
 
 
@@ -113,13 +138,16 @@ def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache") -> P
 
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
                 backbone_spec: dict | None = None, augment_audio: bool = True,
-                cache: Path | None = None, windows: list[tuple[int, int, int]] | None = None) -> list[Path]:
+                cache: Path | None = None, windows: list[tuple[int, int, int]] | None = None,
+                teacher: Path | None = None) -> list[Path]:
     """Cache ``copies`` differently augmented, differently streamed passes over ``items`` into ``cache``
     (default WORK/cache).
 
     Each utterance's window (chunk, left, right ms) is drawn from :data:`.states.TRAIN_CONFIGS`, 15% of
     them whole-utterance, or, with ``windows``, from those only: such shards are named after the windows
-    (``TAG-wC-L-R_...-copyN-...``) and augmented with their own seeds, so they add to the mix's shards."""
+    (``TAG-wC-L-R_...-copyN-...``) and augmented with their own seeds, so they add to the mix's shards.
+    ``teacher``: a model folder whose head's offline posteriors are stored beside the states, for
+    ``fit --distill`` (the same draws, so the same audio and windows, as without it)."""
     backbone_spec = backbone_spec or {"type": WHISPER_KEY}
     cache = cache or work / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -137,7 +165,7 @@ def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, worker
             outs.append(out)
             if not out.exists():
                 jobs.append((backbone_spec, part, str(out), (base + 7919 * c + w) % 2**32, augment_audio, 1,
-                             windows))
+                             windows, str(teacher) if teacher else None))
     if jobs:
         with get_context("spawn").Pool(workers) as pool:
             for out in pool.imap_unordered(_cache_worker, jobs):

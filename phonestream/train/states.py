@@ -11,12 +11,16 @@ trained too.
 Cache layout (one ``.npz`` shard per worker): ``states`` float16 [N, dim] (all segments concatenated),
 ``seg_utt``/``seg_start``/``seg_len``/``seg_lo``/``seg_hi``/``seg_kept`` per segment (utterance index,
 offset into ``states``, length, valid range inside the segment, kept frame count starting at
-``margin``), and per utterance ``ids``/``phones`` (space separated) and ``config``.
+``margin``), and per utterance ``ids``/``phones`` (space separated) and ``config``. With a teacher
+(:func:`cache_shard`'s ``teacher``), also ``teacher`` float16 [frames, vocab]: the teacher head's log
+posteriors of the same augmented audio encoded as one whole-utterance window, every utterance's frames
+in order (``teacher_len`` per utterance), and ``teacher_name`` saying which head that was.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,16 +100,29 @@ def augmented(items: list[Item], sample_rate: int, rng: np.random.Generator, aug
         yield it, x
 
 
+@dataclass
+class Teacher:
+    """A head whose offline posteriors a streamed head learns to match (``fit --distill``): ``log_probs``
+    maps whole-utterance states [T, dim] to log posteriors [T, vocab]; ``name`` identifies it in shards."""
+
+    name: str
+    log_probs: Callable[[np.ndarray], np.ndarray]
+
+
 def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, augment_audio: bool = True,
                 configs=None, offline_fraction: float = OFFLINE_FRACTION, margin: int = MARGIN,
-                log_every: int = 200) -> None:
-    """Encode ``items`` (augmented, streamed) and write one shard; skipped if the shard exists."""
+                log_every: int = 200, teacher: Teacher | None = None) -> None:
+    """Encode ``items`` (augmented, streamed) and write one shard; skipped if the shard exists.
+
+    With ``teacher``, each utterance is also encoded whole and the teacher's log posteriors stored; the
+    random draws (augmentation, windows) are the same as without it."""
     if out.exists():
         return
     configs = configs or TRAIN_CONFIGS
     rng = np.random.default_rng(seed)
     segs, meta = [], {k: [] for k in ("seg_utt", "seg_lo", "seg_hi", "seg_kept", "seg_len")}
     ids, phones, cfgs = [], [], []
+    taught: list[np.ndarray] = []
     t0 = time.time()
     audio_s = 0.0
     for i, (it, x) in enumerate(augmented(items, backbone.sample_rate, rng, augment_audio)):
@@ -113,7 +130,14 @@ def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, aug
             continue
         cfg = None if rng.random() < offline_fraction else configs[rng.integers(len(configs))]
         u = len(ids)
-        for seg, lo, hi, kept in segments_for(backbone, x, cfg, margin):
+        segments = segments_for(backbone, x, cfg, margin)
+        if teacher is not None:
+            whole = segments[0][0][margin:-margin] if cfg is None else backbone.encode_batch([x])[0]
+            lp = teacher.log_probs(np.asarray(whole, np.float32))
+            if len(lp) != sum(kept for *_, kept in segments):  # the streamer stitches exactly the offline frames
+                raise ValueError(f"{it.uid}: {len(lp)} offline frames, {sum(k for *_, k in segments)} streamed")
+            taught.append(lp.astype(np.float16))
+        for seg, lo, hi, kept in segments:
             segs.append(seg.astype(np.float16))
             meta["seg_utt"].append(u)
             meta["seg_lo"].append(lo)
@@ -130,7 +154,10 @@ def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, aug
     out.parent.mkdir(parents=True, exist_ok=True)
     lens = np.array(meta["seg_len"], np.int64)
     tmp = out.with_suffix(".tmp.npz")
+    extra = {} if teacher is None else {"teacher": np.concatenate(taught),
+                                        "teacher_len": np.array([len(t) for t in taught], np.int64),
+                                        "teacher_name": np.array(teacher.name)}
     np.savez(tmp, states=np.concatenate(segs), seg_start=np.concatenate([[0], np.cumsum(lens)[:-1]]),
              **{k: np.array(v, np.int32) for k, v in meta.items()}, ids=np.array(ids), phones=np.array(phones),
-             config=np.array(cfgs), margin=np.array(margin))
+             config=np.array(cfgs), margin=np.array(margin), **extra)
     tmp.rename(out)

@@ -36,15 +36,28 @@ class States:
     phones: list[str]
     config: list[str]
     margin: int
+    teacher: np.ndarray | None = None  # float16 [frames, vocab]: a teacher's offline log posteriors
+    teacher_start: np.ndarray | None = None  # per utterance, its first row in ``teacher``
+    teacher_name: str | None = None
 
     @property
     def frames(self) -> np.ndarray:
         return np.array([int(self.seg_kept[s].sum()) for s in self.utt_segs])
 
 
-def load_states(paths: list[Path]) -> States:
+def load_states(paths: list[Path], teacher: bool = False) -> States:
+    """The shards' segments in memory; with ``teacher``, their teacher posteriors too (every shard must
+    hold them, from one teacher: ``train cache --teacher``)."""
     parts = [np.load(p) for p in paths]
     margin = int(parts[0]["margin"])
+    names = {str(p["teacher_name"]) if "teacher" in p else None for p in parts}
+    if teacher and (None in names or len(names) > 1):
+        from .cli import TrainError
+
+        plain = next((path.name for path, p in zip(paths, parts) if "teacher" not in p), None)
+        raise TrainError(f"--distill needs every shard cached with one --teacher; {plain} has none" if plain else
+                         f"--distill needs one teacher, the shards hold {', '.join(sorted(names))}")
+    taught, teacher_len = [], []
     offs_state = 0
     offs_seg = 0
     acc = {k: [] for k in ("states", "seg_start", "seg_len", "seg_lo", "seg_hi", "seg_kept")}
@@ -65,11 +78,19 @@ def load_states(paths: list[Path]) -> States:
         ids += [str(x) for x in p["ids"]]
         phones += [str(x) for x in p["phones"]]
         config += [str(x) for x in p["config"]]
+        if teacher:
+            taught.append(p["teacher"])
+            teacher_len.append(p["teacher_len"])
         offs_state += len(st)
         offs_seg += len(seg_utt)
     cat = {k: np.concatenate(v) for k, v in acc.items()}
-    return States(cat["states"], cat["seg_start"].astype(np.int64), cat["seg_len"], cat["seg_lo"], cat["seg_hi"],
+    data = States(cat["states"], cat["seg_start"].astype(np.int64), cat["seg_len"], cat["seg_lo"], cat["seg_hi"],
                   cat["seg_kept"], utt_segs, ids, phones, config, margin)
+    if teacher:
+        lens = np.concatenate(teacher_len)
+        data.teacher, data.teacher_name = np.concatenate(taught), names.pop()
+        data.teacher_start = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    return data
 
 
 def head_radius(head: nn.Module) -> int:
@@ -88,6 +109,25 @@ def masked_forward(head: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
                 h = h * m
         return head.proj(h.transpose(1, 2))
     return head(x)
+
+
+def teacher_batch(data: States, utts: list[int], frames: int) -> torch.Tensor:
+    """The teacher's log posteriors of a batch's utterances, [B, frames, vocab] (zeros past each end)."""
+    out = np.zeros((len(utts), frames, data.teacher.shape[1]), np.float32)
+    for b, u in enumerate(utts):
+        n = int(data.seg_kept[data.utt_segs[u]].sum())
+        out[b, :n] = data.teacher[data.teacher_start[u] : data.teacher_start[u] + n]
+    return torch.from_numpy(out)
+
+
+def distill_loss(logits: torch.Tensor, teacher_lp: torch.Tensor, lengths: torch.Tensor,
+                 target_lengths: torch.Tensor) -> torch.Tensor:
+    """KL(teacher || student) summed over each utterance's frames, divided by its target length and
+    averaged over the batch: the scale of ``CTCLoss(reduction="mean")``, so that weight 1 weighs both alike."""
+    lp = torch.log_softmax(logits, -1)
+    kl = (teacher_lp.exp() * (teacher_lp - lp)).sum(-1)  # [B, T]
+    valid = torch.arange(kl.shape[1])[None, :] < lengths[:, None]
+    return ((kl * valid).sum(1) / target_lengths.clamp(min=1)).mean()
 
 
 def make_batch(data: States, utts: list[int], vocab_index: dict[str, int], radius: int | None = None):
@@ -146,7 +186,20 @@ class TrainConfig:
     eval_every: int = 100  # steps between evaluations; 0: at the end of every epoch
     warmup: int = 30
     encoder: str = "tiny.en"  # the Whisper encoder whose states the head reads (models.whisper.ENCODERS)
-    init: str | None = None  # a checkpoint (.pt) whose head weights start the run (fine-tuning), else random
+    init: str | None = None  # a checkpoint (.pt) or model folder whose head starts the run (fine-tuning)
+    distill: float = 0.0  # weight of the KL to the cached teacher's offline posteriors (0: CTC only)
+
+
+def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict, str]:
+    """(head weights, head spec, encoder name) of a run's checkpoint (.pt) or of a model folder
+    (``train export``'s, or the shipped default model), to start a fine-tune from."""
+    if path.is_dir():
+        from .evaluate import load_exported_head
+
+        head, encoder = load_exported_head(path)
+        return head.state_dict(), head_spec(head), encoder
+    saved = torch.load(path, weights_only=False)
+    return saved["head"], saved["config"]["head"], saved["config"].get("encoder", "tiny.en")
 
 
 def _batches(data: States, frames: np.ndarray, batch_frames: int, rng: np.random.Generator) -> list[list[int]]:
@@ -185,6 +238,8 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
     torch.manual_seed(cfg.seed)
     vocab_index = {s: i for i, s in enumerate(symbols)}
     head = build_head(cfg.head, dim, len(symbols))
+    if cfg.distill and data.teacher is None:
+        raise ValueError("distill > 0 needs states loaded with their teacher posteriors (load_states(teacher=True))")
     if head_radius(head) > data.margin:
         raise ValueError(f"head receptive radius {head_radius(head)} exceeds cached margin {data.margin}")
     radius = head_radius(head)
@@ -203,11 +258,11 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
         state = saved["state"]
         log(f"resumed from step {state['step']} (epoch {state['epoch']}, {state['elapsed'] / 60:.1f} min)")
     elif cfg.init:  # fine-tuning: the weights only; optimiser, schedule and batches start afresh
-        saved = torch.load(cfg.init, weights_only=False)
-        if saved["config"]["head"] != cfg.head or saved["config"].get("encoder", "tiny.en") != cfg.encoder:
-            raise ValueError(f"--init {cfg.init} holds a {saved['config']['head']} head on "
-                             f"{saved['config'].get('encoder', 'tiny.en')}, not this run's {cfg.head} on {cfg.encoder}")
-        head.load_state_dict(saved["head"])
+        weights, spec, encoder = load_init(Path(cfg.init))
+        if spec != cfg.head or encoder != cfg.encoder:
+            raise ValueError(f"--init {cfg.init} holds a {spec} head on {encoder}, not this run's {cfg.head} "
+                             f"on {cfg.encoder}")
+        head.load_state_dict(weights)
         log(f"started from the head in {cfg.init}")
     (out_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
@@ -251,6 +306,9 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
             logits = batch_logits(head, x, mask, gather)
             lp = torch.log_softmax(logits, -1).transpose(0, 1)
             loss = ctc(lp, targets, lengths, tl)
+            if cfg.distill:
+                loss = loss + cfg.distill * distill_loss(logits, teacher_batch(data, utts, logits.shape[1]),
+                                                         lengths, tl)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
