@@ -64,9 +64,9 @@ def main() -> None:
     from phonestream.evaluate import replay_file, stream_file
     from phonestream.metrics import EditCounts, edit_counts
     from phonestream.phones import fold_timit39
-    from phonestream.train.evaluate import fsdd_items, is_synth_dev
-    from phonestream.train.pipeline import synth_round
-    from phonestream.train.states import augmented, read_manifest
+    from phonestream.train.evaluate import fsdd_items
+    from phonestream.train.pipeline import synth_items, synth_round
+    from phonestream.train.states import augmented
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="recipe work folder (WORK/synth/manifest.tsv)")
@@ -81,7 +81,7 @@ def main() -> None:
     rules.update({f"final, blend {w}": (False, float(w)) for w in a.blend.split(",") if w})
 
     model = load_model(a.model)
-    synth = [it for it in read_manifest(a.work / "synth" / "manifest.tsv") if is_synth_dev(it.uid)][: a.limit]
+    synth = synth_items(a.work, held_out=True)[: a.limit]
     sets = [("fsdd", augmented(fsdd_items(split="dev")[: a.limit], model.sample_rate, np.random.default_rng(0), False)),
             ("synth", augmented(synth, model.sample_rate, np.random.default_rng(0)))]
     audio = [(f"r{synth_round(it.uid)}" if name == "synth" else "fsdd", it.phones, x)

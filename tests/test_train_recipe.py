@@ -262,3 +262,28 @@ def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, spee
     assert any("started from the head in phonestream/default_model" in m for m in logs)
     with pytest.raises(ValueError, match="distill > 0 needs"):
         train_head(load_states([shard]), list(SYMBOLS), tmp_path / "run2", cfg, bb.dim, None, lambda m: None)
+
+
+def test_synth_items_come_in_one_order_whatever_order_synthesis_finished_in(tmp_path, speechlike):
+    """Augmentation draws follow the item order, and the manifest's order is the order synthesis finished
+    (it differs between runs and after a resumed one): the recipe reads the items in one fixed order,
+    held-out and training apart, and that order mixes the engines (the babble comes from earlier items)."""
+    from phonestream.train.evaluate import is_synth_dev
+    from phonestream.train.pipeline import synth_items
+
+    clip = _clips(tmp_path, speechlike)[0]
+    uids = [f"r2-espeak-{i:05d}" for i in range(60)] + [f"espeak-{i:05d}" for i in range(60)]
+    synth = tmp_path / "synth"
+    synth.mkdir()
+    seen = []
+    for order in (uids, uids[::-1]):
+        rows = ["id\taudio\tduration_s\tsource\tvoice\ttext\tphones"]
+        rows += [f"{u}\t{Path(clip.path).resolve()}\t1.0\tespeak\tv\tt\t{clip.phones}" for u in order]
+        (synth / "manifest.tsv").write_text("\n".join(rows) + "\n")
+        held, train = synth_items(tmp_path, held_out=True), synth_items(tmp_path, held_out=False)
+        assert sorted(it.uid for it in held) == sorted(u for u in uids if is_synth_dev(u)) != []
+        assert sorted(it.uid for it in train) == sorted(u for u in uids if not is_synth_dev(u))
+        seen.append(([it.uid for it in held], [it.uid for it in train]))
+    assert seen[0] == seen[1]
+    first_ten = [it.startswith("r2-") for it in seen[0][1][:10]]
+    assert any(first_ten) and not all(first_ten)  # both rounds early on, not one after the other

@@ -83,13 +83,12 @@ def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
     from ..models.whisper import WhisperBackbone
-    from .evaluate import eval_states, fsdd_items, is_synth_dev
-    from .pipeline import cache_folder
-    from .states import read_manifest
+    from .evaluate import eval_states, fsdd_items
+    from .pipeline import cache_folder, synth_items
 
     bb = WhisperBackbone(threads=1, encoder=encoder)
     cache = cache_folder(work, encoder, "eval-cache")
-    synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if is_synth_dev(it.uid)]
+    synth = synth_items(work, held_out=True)
     sets = {}
     for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
         for cfg in configs:
@@ -202,10 +201,7 @@ def recipe(argv: list[str] | None = None) -> int:
     encoder = ENCODERS[args.encoder]
     spec, cache = {"type": encoder.config_key}, pipeline.cache_folder(work, encoder.name)
     if args.stage in ("all", "cache"):
-        from .evaluate import is_synth_dev
-        from .states import read_manifest
-
-        synth = [it for it in read_manifest(work / "synth" / "manifest.tsv") if not is_synth_dev(it.uid)]
+        synth = pipeline.synth_items(work, held_out=False)
         by_round: dict[int, list] = {}
         for it in synth:  # one set of shards per synthesis round, so later rounds add shards
             by_round.setdefault(pipeline.synth_round(it.uid), []).append(it)

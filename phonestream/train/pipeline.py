@@ -82,6 +82,21 @@ def synth_round(uid: str) -> int:
     return int(head[1:]) if head[:1] == "r" and head[1:].isdigit() else 1
 
 
+def synth_items(work: Path, held_out: bool) -> list[Item]:
+    """WORK/synth's utterances held out of training (``held_out``) or trained on, in a fixed order.
+
+    The manifest lists them in the order synthesis finished, which differs between runs (and after a
+    resumed one), and augmentation draws follow the item order: the items are sorted by id, so that a
+    rerun augments every utterance the same way, then shuffled with a fixed seed, so that the babble
+    drawn from earlier items mixes every engine's voices instead of the first engine's in id order."""
+    from .evaluate import is_synth_dev
+    from .states import read_manifest
+
+    items = sorted((it for it in read_manifest(work / "synth" / "manifest.tsv") if is_synth_dev(it.uid) == held_out),
+                   key=lambda it: it.uid)
+    return [items[i] for i in np.random.default_rng(25).permutation(len(items))]
+
+
 def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
     from .evaluate import fsdd_items
 
