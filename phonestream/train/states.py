@@ -134,8 +134,9 @@ def cache_shard(backbone: Backbone, items: list[Item], out: Path, seed: int, aug
         if teacher is not None:
             whole = segments[0][0][margin:-margin] if cfg is None else backbone.encode_batch([x])[0]
             lp = teacher.log_probs(np.asarray(whole, np.float32))
-            if len(lp) != sum(kept for *_, kept in segments):  # the streamer stitches exactly the offline frames
-                raise ValueError(f"{it.uid}: {len(lp)} offline frames, {sum(k for *_, k in segments)} streamed")
+            streamed = sum(kept for *_, kept in segments)
+            if len(lp) != streamed:  # the streamer stitches exactly the offline frames
+                raise ValueError(f"{it.uid}: {len(lp)} offline frames, {streamed} streamed")
             taught.append(lp.astype(np.float16))
         for seg, lo, hi, kept in segments:
             segs.append(seg.astype(np.float16))
