@@ -11,7 +11,7 @@ in that of v1, the head shipped before v6 (so its FSDD column is not held out).
 
 Usage::
 
-    scripts/compare-heads-heldout.py --work W NAME=MODEL_DIR [NAME=MODEL_DIR ...]
+    scripts/compare-heads-heldout.py --work W [--draws N] NAME=MODEL_DIR [NAME=MODEL_DIR ...]
 
 ``NAME=DIR1+DIR2`` scores two heads on one encoder as one: per frame, the log of their mean posteriors.
 """
@@ -35,6 +35,9 @@ def main() -> None:
     p.add_argument("--configs", default=f"{config_name(DEFAULT_STREAMING)},{config_name(None)}",
                    help="windows CHUNK-LEFT-RIGHT (ms) or offline, comma separated (default: the balanced "
                         "window and offline)")
+    p.add_argument("--draws", type=int, default=1,
+                   help="score the synthetic set under this many augmentation draws (seeds 0..N-1), pooled: "
+                        "one draw's columns move by points with the draw")
     p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors), "
                    "or NAME=DIR1+DIR2 for their mean posteriors")
     args = p.parse_args()
@@ -48,13 +51,14 @@ def main() -> None:
     configs = args.configs.split(",")
     # the held-out sets through each window (windows the fit did not score are encoded now and cached)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
-    sets = {encoder: _dev_sets(args.work, windows, encoder) for encoder in {e for _, e in heads.values()}}
+    sets = {encoder: _dev_sets(args.work, windows, encoder, args.draws) for encoder in {e for _, e in heads.values()}}
 
     rows = []
     for cfg, window in zip(configs, windows):
         for name, (members, encoder) in heads.items():
             totals: dict[str, EditCounts] = {}
-            for set_name in ("synthdev", "fsdddev"):
+            names = [n for n, c in sets[encoder] if c == window]  # synthdev[@D]..., fsdddev
+            for set_name in names:
                 data = sets[encoder][(set_name, window)]
                 for uid, ref, hyp in zip(data.ids, data.phones, decode(data, members, list(SYMBOLS))):
                     key = "fsdd" if set_name == "fsdddev" else f"r{synth_round(uid)}"

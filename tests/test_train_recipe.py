@@ -118,6 +118,11 @@ def test_eval_states_encode_a_changed_set_afresh(tmp_path, speechlike):
     relabelled = [Item(c.uid, c.path, "AA", c.source) for c in clips]
     assert eval_states(bb, "dev", relabelled, None, cache).phones == ["AA"] * 3
     assert len(list(cache.glob("*.npz"))) == 3
+    # another augmentation draw (compare-heads-heldout --draws): the same utterances, degraded otherwise
+    first, other = (eval_states(bb, "aug", clips, None, cache, augment_audio=True, draw=d) for d in (0, 1))
+    assert first.ids == other.ids and not np.array_equal(first.states, other.states)
+    assert np.array_equal(first.states, eval_states(bb, "aug", clips, None, cache, augment_audio=True).states)
+    assert len(list(cache.glob("aug-*.npz"))) == 2
 
 
 def test_cache_stage_with_windows_streams_through_those_windows_only(tmp_path, speechlike, monkeypatch):

@@ -79,9 +79,10 @@ def windows_list(text: str) -> list[tuple[int, int, int]]:
     return parse_windows(text)
 
 
-def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
+def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
-    held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only."""
+    held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only.
+    ``draws`` > 1 adds the synthetic set augmented with other seeds, named ``synthdev@D``."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fsdd_items
     from .pipeline import cache_folder, synth_items
@@ -91,8 +92,10 @@ def _dev_sets(work: Path, configs, encoder: str = "tiny.en"):
     synth = synth_items(work, held_out=True)
     sets = {}
     for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
-        for cfg in configs:
-            sets[(name, cfg)] = eval_states(bb, name, items, cfg, cache, augment_audio=aug)
+        for draw in range(draws if aug else 1):
+            for cfg in configs:
+                sets[(f"{name}@{draw}" if draw else name, cfg)] = eval_states(bb, "synthdev" if aug else name, items,
+                                                                              cfg, cache, augment_audio=aug, draw=draw)
     return sets
 
 

@@ -78,13 +78,15 @@ def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str]:
     return head.eval(), encoder.name
 
 
-def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False) -> States:
+def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False,
+                draw: int = 0) -> States:
     """States of ``items`` through window ``cfg`` (None: offline), encoded once and cached in ``cache_dir``.
     The file is named by its items (ids, audio paths, labels), so a set that changed since it was cached
-    (a new synthesis round, an edited dev manifest) is encoded afresh instead of read stale."""
+    (a new synthesis round, an edited dev manifest) is encoded afresh instead of read stale. ``draw``
+    seeds the augmentation: other draws are the same audio differently degraded."""
     key = zlib.crc32("\n".join(f"{it.uid}\t{it.path}\t{it.phones}" for it in items).encode())
-    out = cache_dir / f"{name}-{config_name(cfg)}-{key:08x}.npz"
-    cache_shard(backbone, items, out, seed=0, augment_audio=augment_audio, configs=[cfg] if cfg else None,
+    out = cache_dir / f"{name}-{config_name(cfg)}-{key:08x}{f'-draw{draw}' if draw else ''}.npz"
+    cache_shard(backbone, items, out, seed=draw, augment_audio=augment_audio, configs=[cfg] if cfg else None,
                 offline_fraction=1.0 if cfg is None else 0.0, log_every=0)
     return load_states([out])
 
