@@ -286,3 +286,19 @@ def test_python_m_phonestream_train_is_the_same_command():
                           timeout=120)
     err = proc.stderr.decode()
     assert proc.returncode == 2 and err.count("\n") == 1 and err.startswith("phonestream: error: "), err
+
+
+def test_fit_init_from_a_folder_this_recipe_cannot_train_is_one_line(tmp_path):
+    """``fit --init DIR`` with a model folder whose head is on another encoder (a Hugging Face one) fails
+    before any stage runs, in one line, as ``cache --teacher`` does with it."""
+    import json
+
+    folder = tmp_path / "hf-head"
+    folder.mkdir()
+    meta = {"backbone": {"type": "hf-encoder"}, "head": {"type": "linear"}}
+    (folder / "phonestream.json").write_text(json.dumps(meta))
+    for args in (["fit", "--init", str(folder)], ["cache", "--teacher", str(folder)]):
+        r = CliRunner().invoke(main, ["train", *args, "--work", str(tmp_path / "work")])
+        lines = r.stderr.strip().splitlines()
+        assert r.exit_code == 2 and len(lines) == 1 and "reads hf-encoder states" in lines[0], r.stderr
+        assert not (tmp_path / "work").exists()  # refused before the work folder was touched

@@ -94,8 +94,8 @@ def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1):
     for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
         for draw in range(draws if aug else 1):
             for cfg in configs:
-                sets[(f"{name}@{draw}" if draw else name, cfg)] = eval_states(bb, "synthdev" if aug else name, items,
-                                                                              cfg, cache, augment_audio=aug, draw=draw)
+                sets[(f"{name}@{draw}" if draw else name, cfg)] = eval_states(bb, name, items, cfg, cache,
+                                                                              augment_audio=aug, draw=draw)
     return sets
 
 
@@ -179,6 +179,10 @@ def recipe(argv: list[str] | None = None) -> int:
         from .cli import TrainError
 
         raise TrainError(f"--init {args.init}: no checkpoint {init} (a finished run in this work folder)")
+    if init is not None and init.is_dir():
+        from .evaluate import load_exported_head
+
+        load_exported_head(init)  # a folder whose head this recipe cannot train fails now, in one line
     if args.teacher is not None and args.stage in ("all", "cache"):
         pipeline.load_teacher(args.teacher, args.encoder)  # a wrong folder fails now, not in the workers
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")

@@ -61,17 +61,27 @@ def config_name(cfg) -> str:
 
 
 def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str]:
-    """(PyTorch head in eval mode, encoder name) of a model folder written by ``train export``."""
+    """(PyTorch head in eval mode, encoder name) of a model folder written by ``train export`` (or the
+    shipped default model); a folder that is not one, or whose head is on another encoder, is a
+    :class:`~.cli.TrainError`."""
     import json
 
     from safetensors.torch import load_file
 
     from ..models.torch_heads import build_head
     from ..models.whisper import BY_CONFIG_KEY
+    from .cli import TrainError
     from .phones import SYMBOLS
 
-    meta = json.loads((Path(folder) / "phonestream.json").read_text())
-    encoder = BY_CONFIG_KEY[meta["backbone"]["type"]]
+    meta_file = Path(folder) / "phonestream.json"
+    if not meta_file.is_file():
+        raise TrainError(f"{folder}: not a model folder (no phonestream.json)")
+    meta = json.loads(meta_file.read_text())
+    kind = meta.get("backbone", {}).get("type")
+    if kind not in BY_CONFIG_KEY:
+        raise TrainError(f"{folder}: its head reads {kind} states, not a Whisper encoder's this recipe trains on "
+                         f"({', '.join(BY_CONFIG_KEY)})")
+    encoder = BY_CONFIG_KEY[kind]
     spec = {k: v for k, v in meta["head"].items() if k != "weights"}
     head = build_head(spec, encoder.dim, len(SYMBOLS))
     head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))

@@ -25,7 +25,7 @@ from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import ENCODERS, WhisperBackbone
-from .evaluate import SHARED
+from .evaluate import SHARED, load_exported_head
 from .phones import SYMBOLS
 from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
 
@@ -108,25 +108,17 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 
 def load_teacher(folder: Path, encoder: str) -> Teacher:
     """The head of a model folder (``train export``'s, or the shipped default model's) as a distillation
-    teacher for heads on ``encoder``; named by its folder and a hash of its weights."""
+    teacher for heads on ``encoder``, run as inference runs it; named by its folder and a hash of its weights."""
     import hashlib
-    import json
 
-    from ..models.heads import load_head
     from .cli import TrainError
 
-    meta_file = Path(folder) / "phonestream.json"
-    if not meta_file.is_file():
-        raise TrainError(f"--teacher {folder}: not a model folder (no phonestream.json)")
-    meta = json.loads(meta_file.read_text())
-    enc = WHISPER_ENCODERS.get(meta.get("backbone", {}).get("type"))
-    if enc is None or enc.name != encoder:
-        raise TrainError(f"--teacher {folder}: its head reads {meta.get('backbone', {}).get('type')} states, "
-                         f"not the {encoder} states being cached")
-    weights = Path(folder) / meta["head"].get("weights", HEAD_FILE)
-    head = load_head(meta["head"], weights, enc.dim, len(SYMBOLS))
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    return Teacher(f"{Path(folder).resolve().name}@{digest}", head.log_probs)
+    head, trained_on = load_exported_head(folder)
+    if trained_on != encoder:
+        raise TrainError(f"--teacher {folder}: its head reads {ENCODERS[trained_on].config_key} states, not the "
+                         f"{encoder} states being cached")
+    digest = hashlib.sha256((Path(folder) / HEAD_FILE).read_bytes()).hexdigest()[:12]
+    return Teacher(f"{Path(folder).resolve().name}@{digest}", to_inference(head).log_probs)
 
 
 def _cache_worker(args) -> str:

@@ -111,11 +111,11 @@ def masked_forward(head: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torc
     return head(x)
 
 
-def teacher_batch(data: States, utts: list[int], frames: int) -> torch.Tensor:
-    """The teacher's log posteriors of a batch's utterances, [B, frames, vocab] (zeros past each end)."""
-    out = np.zeros((len(utts), frames, data.teacher.shape[1]), np.float32)
-    for b, u in enumerate(utts):
-        n = int(data.seg_kept[data.utt_segs[u]].sum())
+def teacher_batch(data: States, utts: list[int], lengths: torch.Tensor) -> torch.Tensor:
+    """The teacher's log posteriors of a batch's utterances (``lengths``: their frames, as
+    :func:`make_batch` gives them), [B, max length, vocab], zeros past each end."""
+    out = np.zeros((len(utts), int(lengths.max()), data.teacher.shape[1]), np.float32)
+    for b, (u, n) in enumerate(zip(utts, lengths.tolist())):
         out[b, :n] = data.teacher[data.teacher_start[u] : data.teacher_start[u] + n]
     return torch.from_numpy(out)
 
@@ -307,8 +307,7 @@ def train_head(data: States, symbols: list[str], out_dir: Path, cfg: TrainConfig
             lp = torch.log_softmax(logits, -1).transpose(0, 1)
             loss = ctc(lp, targets, lengths, tl)
             if cfg.distill:
-                loss = loss + cfg.distill * distill_loss(logits, teacher_batch(data, utts, logits.shape[1]),
-                                                         lengths, tl)
+                loss = loss + cfg.distill * distill_loss(logits, teacher_batch(data, utts, lengths), lengths, tl)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(head.parameters(), 5.0)
