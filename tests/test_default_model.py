@@ -220,3 +220,24 @@ def test_unknown_whisper_encoder_is_one_line():
 
     with pytest.raises(ModelError, match="unknown Whisper encoder 'large'; known: tiny.en, base"):
         WhisperBackbone(encoder="large")
+
+
+def test_a_silent_tail_is_the_window_followed_by_zeros_and_travels_in_the_config(model, sample):
+    from phonestream.models import ModelError
+    from phonestream.models.backbone import load_backbone
+    from phonestream.models.whisper import WhisperBackbone
+
+    plain = model.backbone
+    tailed = load_backbone({"type": CONFIG_KEY, "tail_ms": 300}, threads=1)
+    assert tailed.config() == {"type": CONFIG_KEY, "compute_type": "int8", "tail_ms": 300}
+    assert "tail_ms" not in plain.config()
+    window = sample[:16000 * 2 + 480]  # an odd frame count: the last state straddles the tail
+    ours = tailed.encode_batch([window])[0]
+    assert ours.shape == (model.num_frames(len(window)), plain.dim)
+    by_hand = plain.encode_batch([np.concatenate([window, np.zeros(4800, np.float32)])])[0][: len(ours)]
+    np.testing.assert_array_equal(ours, by_hand)
+    assert np.abs(ours[-10:] - plain.encode_batch([window])[0][-10:]).max() > 0.1  # the tail changes the edge
+    assert tailed.max_window_s == pytest.approx(29.7)
+    for bad in (-20, 2.5, "300", True):
+        with pytest.raises(ModelError, match="tail_ms must be a whole number of ms from 0 to 5000"):
+            WhisperBackbone(tail_ms=bad)
