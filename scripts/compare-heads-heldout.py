@@ -11,7 +11,7 @@ in that of v1, the head shipped before v6 (so its FSDD column is not held out).
 
 Usage::
 
-    scripts/compare-heads-heldout.py --work W [--draws N] NAME=MODEL_DIR [NAME=MODEL_DIR ...]
+    scripts/compare-heads-heldout.py --work W [--draws N | --clean] NAME=MODEL_DIR [NAME=MODEL_DIR ...]
 
 ``NAME=DIR1+DIR2`` scores two heads on one encoder as one: per frame, the log of their mean posteriors.
 """
@@ -38,6 +38,8 @@ def main() -> None:
     p.add_argument("--draws", type=int, default=1,
                    help="score the synthetic set under this many augmentation draws (seeds 0..N-1), pooled: "
                         "one draw's columns move by points with the draw")
+    p.add_argument("--clean", action="store_true",
+                   help="score the synthetic set unaugmented instead (studio-clean, as fraser_arctic is)")
     p.add_argument("heads", nargs="+", help="NAME=MODEL_DIR (a folder with phonestream.json and head.safetensors), "
                    "or NAME=DIR1+DIR2 for their mean posteriors")
     args = p.parse_args()
@@ -45,21 +47,22 @@ def main() -> None:
     for item in args.heads:
         name, _, folders = item.partition("=")
         members = [load_exported_head(Path(folder)) for folder in folders.split("+")]
-        if len({encoder for _, encoder in members}) > 1:
-            p.error(f"{name}: heads on different encoders cannot be averaged")
-        heads[name] = ([head for head, _ in members], members[0][1])
+        if len({(encoder, tail) for _, encoder, tail in members}) > 1:
+            p.error(f"{name}: heads on different encoders (or tails) cannot be averaged")
+        heads[name] = ([head for head, *_ in members], members[0][1:])  # (encoder, tail_ms): the states they read
     configs = args.configs.split(",")
     # the held-out sets through each window (windows the fit did not score are encoded now and cached)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
-    sets = {encoder: _dev_sets(args.work, windows, encoder, args.draws) for encoder in {e for _, e in heads.values()}}
+    sets = {source: _dev_sets(args.work, windows, source[0], args.draws, source[1], args.clean)
+            for source in {s for _, s in heads.values()}}
 
     rows = []
     for cfg, window in zip(configs, windows):
-        for name, (members, encoder) in heads.items():
+        for name, (members, source) in heads.items():
             totals: dict[str, EditCounts] = {}
-            names = [n for n, c in sets[encoder] if c == window]  # synthdev[@D]..., fsdddev
+            names = [n for n, c in sets[source] if c == window]  # synthdev[@D]... or synthclean, fsdddev
             for set_name in names:
-                data = sets[encoder][(set_name, window)]
+                data = sets[source][(set_name, window)]
                 for uid, ref, hyp in zip(data.ids, data.phones, decode(data, members, list(SYMBOLS))):
                     key = "fsdd" if set_name == "fsdddev" else f"r{synth_round(uid)}"
                     totals[key] = totals.get(key, EditCounts(0, 0, 0, 0)) + edit_counts(

@@ -88,8 +88,8 @@ def main() -> None:
         print(f"{len(held)} held-out sentences -> {args.write_heldout_manifest}")
         return
     window = tuple(int(x) for x in args.config.split("-"))
-    head, encoder = load_exported_head(args.model)
-    sets = _dev_sets(args.work, [window], encoder)
+    head, encoder, tail = load_exported_head(args.model)
+    sets = _dev_sets(args.work, [window], encoder, tail_ms=tail)
     rows, blocks, refs, groups = [], [], [], []
     for set_name in ("synthdev", "fsdddev"):
         data = sets[(set_name, window)]

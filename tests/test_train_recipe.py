@@ -235,6 +235,8 @@ def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tm
         load_states([tmp_path / "plain.npz", tmp_path / "taught.npz"], teacher=True)
     with pytest.raises(TrainError, match="reads whisper-tiny.en-ct2 states, not the base"):
         load_teacher(Path("phonestream/default_model"), "base")
+    with pytest.raises(TrainError, match="reads states with a 0 ms tail, not the 300 ms being cached"):
+        load_teacher(Path("phonestream/default_model"), "tiny.en", 300)
 
 
 def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, speechlike):
@@ -292,3 +294,75 @@ def test_synth_items_come_in_one_order_whatever_order_synthesis_finished_in(tmp_
     assert seen[0] == seen[1]
     first_ten = [it.startswith("r2-") for it in seen[0][1][:10]]
     assert any(first_ten) and not all(first_ten)  # both rounds early on, not one after the other
+
+
+def test_a_silent_tail_goes_from_cache_to_the_exported_model(tmp_path, speechlike, monkeypatch):
+    """``--tail-ms`` caches into a folder of its own with the tailed encoder's states, the fit records it,
+    export writes it into the model folder, and the loaded model encodes with it (as does the held-out
+    scoring, which reads it from the folder)."""
+    import json
+
+    from phonestream.models.whisper import WhisperBackbone
+    from phonestream.train import pipeline
+    from phonestream.train.__main__ import recipe
+    from phonestream.train.evaluate import is_synth_dev, load_exported_head
+
+    clips = _clips(tmp_path, speechlike)
+    work = tmp_path / "work"
+    (work / "synth").mkdir(parents=True)
+    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))
+    (work / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
+        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
+    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[1:2])
+    assert recipe(["cache", "--work", str(work), "--copies", "1", "--workers", "1", "--tail-ms", "300"]) == 0
+    assert not (work / "cache").exists()
+    assert sorted(p.name for p in (work / "cache-tail300").glob("*.npz")) == [
+        "fsdd-copy0-part0of1.npz", "synth-r1-copy0-part0of1.npz"]
+    tailed = load_states(sorted((work / "cache-tail300").glob("*.npz")))
+    # the same draws (copy 0, worker 0: seed 0) through a tailed backbone by hand give the same states
+    by_hand = tmp_path / "by-hand.npz"
+    cache_shard(WhisperBackbone(threads=1, tail_ms=300), pipeline.synth_items(work, held_out=False), by_hand,
+                seed=0, log_every=0)
+    np.testing.assert_array_equal(load_states([work / "cache-tail300" / "synth-r1-copy0-part0of1.npz"]).states,
+                                  load_states([by_hand]).states)
+
+    cfg = TrainConfig(head={"type": "conv", "hidden": 16, "kernel": 3, "layers": 1}, max_epochs=1,
+                      eval_every=10**6, tail_ms=300)
+    train_head(tailed, list(SYMBOLS), tmp_path / "run", cfg, 384, None, lambda m: None)
+    out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
+    assert json.loads((out / "phonestream.json").read_text())["backbone"]["tail_ms"] == 300
+    assert load_exported_head(out)[1:] == ("tiny.en", 300)
+    model = load_model(str(out))
+    assert model.backbone.tail_ms == 300 and model.backbone.max_window_s == pytest.approx(29.7)
+
+
+def test_held_out_sets_clean_or_augmented_and_per_tail(tmp_path, speechlike, monkeypatch):
+    """``compare-heads-heldout --clean`` scores the held-out synthetic utterances unaugmented, as their own
+    set; a head with a tail is scored on states encoded with it, cached apart from the others."""
+    from phonestream.models.whisper import WhisperBackbone
+    from phonestream.train import evaluate
+    from phonestream.train.__main__ import _dev_sets
+    from phonestream.train.evaluate import is_synth_dev
+
+    clips = _clips(tmp_path, speechlike)
+    work = tmp_path / "work"
+    (work / "synth").mkdir(parents=True)
+    uid = next(u for u in (f"espeak-{i:05d}" for i in range(200)) if is_synth_dev(u))
+    (work / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
+        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
+    monkeypatch.setattr(evaluate, "fsdd_items", lambda root=None, split="test": clips[1:2])
+    clean = _dev_sets(work, [None], clean=True)
+    noisy = _dev_sets(work, [None])
+    assert set(clean) == {("synthclean", None), ("fsdddev", None)} and set(noisy) == {("synthdev", None),
+                                                                                   ("fsdddev", None)}
+    by_hand = WhisperBackbone(threads=1).encode_batch([sf.read(clips[0].path, dtype="float32")[0]])[0]
+    np.testing.assert_allclose(clean[("synthclean", None)].states[8:-8].astype(np.float32), by_hand, rtol=2e-3,
+                               atol=2e-3)  # stored as float16
+    augmented = noisy[("synthdev", None)].states[8:-8].astype(np.float32)  # speed perturbation may resize it
+    assert augmented.shape != by_hand.shape or not np.allclose(augmented, by_hand, rtol=2e-3, atol=2e-3)
+    tailed = _dev_sets(work, [None], clean=True, tail_ms=300)
+    assert sorted(p.name.split("-")[0] for p in (work / "eval-cache-tail300").glob("*.npz")) == [
+        "fsdddev", "synthclean"]
+    assert not np.array_equal(tailed[("synthclean", None)].states, clean[("synthclean", None)].states)

@@ -49,14 +49,14 @@ def _head_spec(kind: str) -> dict:
     return parse_head(kind)
 
 
-def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en"):
+def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en", tail_ms: int = 0):
     """The reported real-speech sets (fraser_arctic, FSDD test): for ``eval`` only, never for selection."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fraser_items, fsdd_items
     from .pipeline import cache_folder
 
-    bb = WhisperBackbone(threads=1, encoder=encoder)
-    cache = cache_folder(work, encoder, "eval-cache")
+    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms)
+    cache = cache_folder(work, encoder, "eval-cache", tail_ms)
     sets = {}
     fr = ("fraser", fraser_items(limit=None)) if full else ("fraser150", fraser_items())
     for name, items in (fr, ("fsddtest", fsdd_items())):
@@ -79,19 +79,23 @@ def windows_list(text: str) -> list[tuple[int, int, int]]:
     return parse_windows(text)
 
 
-def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1):
+def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1, tail_ms: int = 0,
+              clean: bool = False):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only.
-    ``draws`` > 1 adds the synthetic set augmented with other seeds, named ``synthdev@D``."""
+    ``draws`` > 1 adds the synthetic set augmented with other seeds, named ``synthdev@D``; ``clean`` gives
+    the synthetic set unaugmented instead (``synthclean``: studio-clean speech, as fraser_arctic is);
+    ``tail_ms``: the encoder's silent tail (:mod:`phonestream.models.whisper`)."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fsdd_items
     from .pipeline import cache_folder, synth_items
 
-    bb = WhisperBackbone(threads=1, encoder=encoder)
-    cache = cache_folder(work, encoder, "eval-cache")
+    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms)
+    cache = cache_folder(work, encoder, "eval-cache", tail_ms)
     synth = synth_items(work, held_out=True)
     sets = {}
-    for name, items, aug in (("synthdev", synth, True), ("fsdddev", fsdd_items(split="dev"), False)):
+    synth_set = ("synthclean", synth, False) if clean else ("synthdev", synth, True)
+    for name, items, aug in (synth_set, ("fsdddev", fsdd_items(split="dev"), False)):
         for draw in range(draws if aug else 1):
             for cfg in configs:
                 sets[(f"{name}@{draw}" if draw else name, cfg)] = eval_states(bb, name, items, cfg, cache,
@@ -161,6 +165,9 @@ def recipe(argv: list[str] | None = None) -> int:
                    "their figures)")
     p.add_argument("--encoder", choices=list(ENCODERS), default="tiny.en",
                    help="cache/fit: the Whisper encoder (eval/export read it from the checkpoint)")
+    p.add_argument("--tail-ms", type=int, default=0,
+                   help="cache/fit: ms of silence appended to every encoder window (eval/export read it from "
+                   "the checkpoint)")
     p.add_argument("--backbone", help="custom: Hugging Face encoder folder")
     p.add_argument("--vocab", type=Path, help="custom: vocabulary file, one symbol per line")
     p.add_argument("--manifest", type=Path, help="custom: TSV with audio and phones columns")
@@ -184,7 +191,7 @@ def recipe(argv: list[str] | None = None) -> int:
 
         load_exported_head(init)  # a folder whose head this recipe cannot train fails now, in one line
     if args.teacher is not None and args.stage in ("all", "cache"):
-        pipeline.load_teacher(args.teacher, args.encoder)  # a wrong folder fails now, not in the workers
+        pipeline.load_teacher(args.teacher, args.encoder, args.tail_ms)  # a wrong folder fails now, not in the workers
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
     symbols = list(SYMBOLS)
     started = time.monotonic()
@@ -206,7 +213,8 @@ def recipe(argv: list[str] | None = None) -> int:
         manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
         log(f"synthetic manifest: {manifest} ({minutes()} after the command started)")
     encoder = ENCODERS[args.encoder]
-    spec, cache = {"type": encoder.config_key}, pipeline.cache_folder(work, encoder.name)
+    tail = {"tail_ms": args.tail_ms} if args.tail_ms else {}
+    spec, cache = {"type": encoder.config_key, **tail}, pipeline.cache_folder(work, encoder.name, "cache", args.tail_ms)
     if args.stage in ("all", "cache"):
         synth = pipeline.synth_items(work, held_out=False)
         by_round: dict[int, list] = {}
@@ -230,9 +238,9 @@ def recipe(argv: list[str] | None = None) -> int:
         data = load_states(shards, teacher=args.distill > 0)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
-        sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name)
+        sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name, tail_ms=args.tail_ms)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
-                          seed=args.seed, threads=args.threads, encoder=encoder.name,
+                          seed=args.seed, threads=args.threads, encoder=encoder.name, tail_ms=args.tail_ms,
                           init=str(init) if init else None, distill=args.distill)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
@@ -246,7 +254,8 @@ def recipe(argv: list[str] | None = None) -> int:
         head.load_state_dict(saved["head"])
         head.eval()
         configs = [DEFAULT_STREAMING, LOW_LATENCY, ACCURATE, (960, 1280, 320), None]
-        res = _scorer(_eval_sets(work, args.full, configs, trained_on.name), symbols)(head)
+        res = _scorer(_eval_sets(work, args.full, configs, trained_on.name, saved["config"].get("tail_ms", 0)),
+                      symbols)(head)
         log(json.dumps(res))
     if args.stage in ("all", "export"):
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"

@@ -301,6 +301,9 @@ def _recipe_options(func: Callable) -> Callable:
                      help="Name of the training run (a folder under WORK/runs)."),
         click.option("--encoder", default="tiny.en", show_default=True, type=click.Choice(list(ENCODERS)),
                      help="cache/fit: the frozen Whisper encoder (eval/export read it from the checkpoint)."),
+        click.option("--tail-ms", default=0, show_default=True, type=click.IntRange(0, 5000),
+                     help="cache/fit: ms of digital silence appended to every encoder window, as Whisper pads its "
+                          "input (eval/export read it from the checkpoint; the exported model runs with it)."),
         click.option("--head", default="conv-256-5-1", show_default=True, type=HEAD_TYPE,
                      help="fit: linear, conv (256 hidden, kernel 5, 2 layers) or conv-HIDDEN-KERNEL-LAYERS."),
         click.option("--seed", default=0, show_default=True, type=int),

@@ -60,10 +60,10 @@ def config_name(cfg) -> str:
     return "offline" if cfg is None else "%d-%d-%d" % cfg
 
 
-def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str]:
-    """(PyTorch head in eval mode, encoder name) of a model folder written by ``train export`` (or the
-    shipped default model); a folder that is not one, or whose head is on another encoder, is a
-    :class:`~.cli.TrainError`."""
+def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str, int]:
+    """(PyTorch head in eval mode, encoder name, the encoder's silent tail in ms) of a model folder written
+    by ``train export`` (or the shipped default model): the head and the states it reads. A folder that is
+    not one, or whose head is on another encoder, is a :class:`~.cli.TrainError`."""
     import json
 
     from safetensors.torch import load_file
@@ -85,7 +85,7 @@ def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str]:
     spec = {k: v for k, v in meta["head"].items() if k != "weights"}
     head = build_head(spec, encoder.dim, len(SYMBOLS))
     head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
-    return head.eval(), encoder.name
+    return head.eval(), encoder.name, int(meta["backbone"].get("tail_ms", 0))
 
 
 def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False,

@@ -106,17 +106,21 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 # ---- cache -----------------------------------------------------------------------------------------
 
 
-def load_teacher(folder: Path, encoder: str) -> Teacher:
+def load_teacher(folder: Path, encoder: str, tail_ms: int = 0) -> Teacher:
     """The head of a model folder (``train export``'s, or the shipped default model's) as a distillation
-    teacher for heads on ``encoder``, run as inference runs it; named by its folder and a hash of its weights."""
+    teacher for heads on ``encoder`` with a ``tail_ms`` silent tail, run as inference runs it; named by its
+    folder and a hash of its weights."""
     import hashlib
 
     from .cli import TrainError
 
-    head, trained_on = load_exported_head(folder)
+    head, trained_on, tail = load_exported_head(folder)
     if trained_on != encoder:
         raise TrainError(f"--teacher {folder}: its head reads {ENCODERS[trained_on].config_key} states, not the "
                          f"{encoder} states being cached")
+    if tail != tail_ms:
+        raise TrainError(f"--teacher {folder}: its head reads states with a {tail} ms tail, not the {tail_ms} ms "
+                         "being cached")
     digest = hashlib.sha256((Path(folder) / HEAD_FILE).read_bytes()).hexdigest()[:12]
     return Teacher(f"{Path(folder).resolve().name}@{digest}", to_inference(head).log_probs)
 
@@ -130,17 +134,18 @@ def _cache_worker(args) -> str:
         torch.set_num_threads(threads)
     backbone = load_backbone(spec)
     encoder = WHISPER_ENCODERS[spec["type"]].name if spec.get("type") in WHISPER_ENCODERS else ""
-    teacher = load_teacher(Path(teacher_dir), encoder) if teacher_dir else None
+    teacher = load_teacher(Path(teacher_dir), encoder, spec.get("tail_ms", 0)) if teacher_dir else None
     # named windows (stage_cache's ``windows``) come without whole-utterance ones
     cache_shard(backbone, items, Path(out), seed=seed, augment_audio=augment_audio, configs=configs,
                 offline_fraction=0.0 if configs else OFFLINE_FRACTION, teacher=teacher)
     return out
 
 
-def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache") -> Path:
-    """Where the states of ``encoder`` are kept: WORK/KIND for tiny.en (the default encoder), else
-    WORK/KIND-ENCODER; ``kind`` is ``cache`` (training) or ``eval-cache`` (held-out and reported sets)."""
-    return work / (kind if encoder == "tiny.en" else f"{kind}-{encoder}")
+def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail_ms: int = 0) -> Path:
+    """Where the states of ``encoder`` with a ``tail_ms`` silent tail are kept: WORK/KIND for tiny.en (the
+    default encoder) without a tail, else WORK/KIND[-ENCODER][-tailMS]; ``kind`` is ``cache`` (training) or
+    ``eval-cache`` (held-out and reported sets)."""
+    return work / (kind + ("" if encoder == "tiny.en" else f"-{encoder}") + (f"-tail{tail_ms}" if tail_ms else ""))
 
 
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,
@@ -194,8 +199,9 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
     encoder = ENCODERS[saved["config"].get("encoder", "tiny.en")]
-    if backbone_spec is None:  # the Whisper encoder the head was trained on
-        backbone_spec, dim = {"type": encoder.config_key}, encoder.dim
+    if backbone_spec is None:  # the Whisper encoder (and its tail) the head was trained on
+        tail = saved["config"].get("tail_ms", 0)
+        backbone_spec, dim = {"type": encoder.config_key, **({"tail_ms": tail} if tail else {})}, encoder.dim
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
     head = head.eval()

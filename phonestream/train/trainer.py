@@ -186,6 +186,7 @@ class TrainConfig:
     eval_every: int = 100  # steps between evaluations; 0: at the end of every epoch
     warmup: int = 30
     encoder: str = "tiny.en"  # the Whisper encoder whose states the head reads (models.whisper.ENCODERS)
+    tail_ms: int = 0  # ... and the silent tail appended to its windows (models.whisper)
     init: str | None = None  # a checkpoint (.pt) or model folder whose head starts the run (fine-tuning)
     distill: float = 0.0  # weight of the KL to the cached teacher's offline posteriors (0: CTC only)
 
@@ -196,7 +197,7 @@ def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict, str]:
     if path.is_dir():
         from .evaluate import load_exported_head
 
-        head, encoder = load_exported_head(path)
+        head, encoder, _tail = load_exported_head(path)  # a head may be fine-tuned onto another tail's states
         return head.state_dict(), head_spec(head), encoder
     saved = torch.load(path, weights_only=False)
     return saved["head"], saved["config"]["head"], saved["config"].get("encoder", "tiny.en")
