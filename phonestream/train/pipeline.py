@@ -24,7 +24,7 @@ from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
-from ..models.whisper import ENCODERS, WhisperBackbone
+from ..models.whisper import ENCODERS, WhisperBackbone, backbone_config
 from .evaluate import SHARED, load_exported_head
 from .phones import SYMBOLS
 from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
@@ -200,8 +200,7 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     symbols = symbols or list(SYMBOLS)
     encoder = ENCODERS[saved["config"].get("encoder", "tiny.en")]
     if backbone_spec is None:  # the Whisper encoder (and its tail) the head was trained on
-        tail = saved["config"].get("tail_ms", 0)
-        backbone_spec, dim = {"type": encoder.config_key, **({"tail_ms": tail} if tail else {})}, encoder.dim
+        backbone_spec, dim = backbone_config(encoder.name, saved["config"].get("tail_ms", 0)), encoder.dim
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
     head = head.eval()
