@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from phonestream.models import load_model
+from phonestream.models import ModelError, load_model
 from phonestream.models.base import StreamingDefaults
 from phonestream.train.cli import TrainError
 from phonestream.train.phones import SYMBOLS
@@ -333,6 +333,13 @@ def test_a_silent_tail_goes_from_cache_to_the_exported_model(tmp_path, speechlik
     out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
     assert json.loads((out / "phonestream.json").read_text())["backbone"]["tail_ms"] == 300
     assert load_exported_head(out)[1:] == ("tiny.en", 300)
+    meta = json.loads((out / "phonestream.json").read_text())
+    meta["backbone"]["tail_ms"] = "300"  # by hand, as a string
+    (out / "phonestream.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"phonestream.json: tail_ms must be a whole number of ms from 0 to 5000"):
+        load_exported_head(out)
+    meta["backbone"]["tail_ms"] = 300
+    (out / "phonestream.json").write_text(json.dumps(meta))
     model = load_model(str(out))
     assert model.backbone.tail_ms == 300 and model.backbone.max_window_s == pytest.approx(29.7)
 

@@ -123,6 +123,16 @@ ENCODERS: dict[str, Encoder] = {
 BY_CONFIG_KEY = {e.config_key: e for e in ENCODERS.values()}
 
 
+def check_tail_ms(tail_ms: object, where: str = "the Whisper backbone") -> int:
+    """``tail_ms`` as a backbone config may give it: a whole number of ms from 0 to 5000.
+
+    Raises:
+        ModelError: anything else (one line, naming ``where``)."""
+    if isinstance(tail_ms, bool) or not isinstance(tail_ms, int) or not 0 <= tail_ms <= 5000:
+        raise ModelError(f"{where}: tail_ms must be a whole number of ms from 0 to 5000, got {tail_ms!r}")
+    return tail_ms
+
+
 def backbone_config(encoder: str = "tiny.en", tail_ms: int = 0) -> dict:
     """A model folder's backbone config for ``encoder`` with a ``tail_ms`` silent tail (none: no key)."""
     return {"type": ENCODERS[encoder].config_key, **({"tail_ms": tail_ms} if tail_ms else {})}
@@ -264,11 +274,9 @@ class WhisperBackbone(Backbone):
 
     def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
                  device: str = "cpu", dtype: str = "auto", encoder: str = "tiny.en", tail_ms: int = 0) -> None:
-        if isinstance(tail_ms, bool) or not isinstance(tail_ms, int) or not 0 <= tail_ms <= 5000:
-            raise ModelError(f"the Whisper backbone's tail_ms must be a whole number of ms from 0 to 5000, "
-                             f"got {tail_ms!r}")
         #: digital silence appended to every window (module docstring), in samples
-        self.tail_ms, self.tail = tail_ms, tail_ms * SAMPLE_RATE // 1000
+        self.tail_ms = check_tail_ms(tail_ms)
+        self.tail = tail_ms * SAMPLE_RATE // 1000
         self.max_window_s = (MAX_SAMPLES - self.tail) / SAMPLE_RATE
         try:
             import ctranslate2

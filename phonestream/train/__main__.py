@@ -79,6 +79,11 @@ def windows_list(text: str) -> list[tuple[int, int, int]]:
     return parse_windows(text)
 
 
+def _shards(cache: Path) -> list[Path]:
+    """The finished shards in a cache folder (a worker writes ``*.tmp.npz`` first), in name order."""
+    return [s for s in sorted(cache.glob("*.npz")) if ".tmp." not in s.name]
+
+
 def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1, tail_ms: int = 0,
               clean: bool = False):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
@@ -193,7 +198,7 @@ def recipe(argv: list[str] | None = None) -> int:
     encoder = ENCODERS[args.encoder]
     spec, cache = backbone_config(encoder.name, args.tail_ms), pipeline.cache_folder(work, encoder.name, "cache",
                                                                                       args.tail_ms)
-    if args.stage == "fit" and not any(".tmp." not in s.name for s in cache.glob("*.npz")):  # before any log is made
+    if args.stage == "fit" and not _shards(cache):  # before any log is made
         from .cli import TrainError
 
         flags = "".join(f" --{k} {v}" for k, v in (("encoder", args.encoder), ("tail-ms", args.tail_ms))
@@ -239,7 +244,7 @@ def recipe(argv: list[str] | None = None) -> int:
     if args.stage in ("all", "fit"):
         from .trainer import TrainConfig, load_states, train_head
 
-        shards = [s for s in sorted(cache.glob("*.npz")) if ".tmp." not in s.name]
+        shards = _shards(cache)
         data = load_states(shards, teacher=args.distill > 0)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")

@@ -63,13 +63,14 @@ def config_name(cfg) -> str:
 def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str, int]:
     """(PyTorch head in eval mode, encoder name, the encoder's silent tail in ms) of a model folder written
     by ``train export`` (or the shipped default model): the head and the states it reads. A folder that is
-    not one, or whose head is on another encoder, is a :class:`~.cli.TrainError`."""
+    not one, or whose head is on another encoder, is a :class:`~.cli.TrainError`; a tail that is not a
+    whole number of ms, a :class:`~phonestream.models.ModelError`."""
     import json
 
     from safetensors.torch import load_file
 
     from ..models.torch_heads import build_head
-    from ..models.whisper import BY_CONFIG_KEY
+    from ..models.whisper import BY_CONFIG_KEY, check_tail_ms
     from .cli import TrainError
     from .phones import SYMBOLS
 
@@ -85,7 +86,7 @@ def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str, int]:
     spec = {k: v for k, v in meta["head"].items() if k != "weights"}
     head = build_head(spec, encoder.dim, len(SYMBOLS))
     head.load_state_dict(load_file(str(Path(folder) / "head.safetensors")))
-    return head.eval(), encoder.name, int(meta["backbone"].get("tail_ms", 0))
+    return head.eval(), encoder.name, check_tail_ms(meta["backbone"].get("tail_ms", 0), str(meta_file))
 
 
 def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False,
