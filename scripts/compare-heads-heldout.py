@@ -24,7 +24,7 @@ from pathlib import Path
 from phonestream.metrics import EditCounts, edit_counts
 from phonestream.phones import fold_timit39
 from phonestream.train.__main__ import DEFAULT_STREAMING, _dev_sets
-from phonestream.train.evaluate import config_name, decode, load_exported_head
+from phonestream.train.evaluate import config_name, decode, encoder_weights, load_exported_head
 from phonestream.train.phones import SYMBOLS
 from phonestream.train.pipeline import synth_round
 
@@ -50,14 +50,15 @@ def main() -> None:
     heads = {}
     for item in args.heads:
         name, _, folders = item.partition("=")
-        members = [load_exported_head(Path(folder)) for folder in folders.split("+")]
-        if len({(encoder, tail) for _, encoder, tail in members}) > 1:
-            p.error(f"{name}: heads on different encoders (or tails) cannot be averaged")
-        heads[name] = ([head for head, *_ in members], members[0][1:])  # (encoder, tail_ms): the states they read
+        members = [(*load_exported_head(Path(folder)), encoder_weights(Path(folder))) for folder in folders.split("+")]
+        if len({tuple(m[1:]) for m in members}) > 1:
+            p.error(f"{name}: heads on different encoders (or tails, or tuned weights) cannot be averaged")
+        # (encoder, tail_ms, weights): the states they read
+        heads[name] = ([head for head, *_ in members], members[0][1:])
     configs = args.configs.split(",")
     # the held-out sets through each window (windows the fit did not score are encoded now and cached)
     windows = [None if c == "offline" else tuple(int(x) for x in c.split("-")) for c in configs]
-    sets = {source: _dev_sets(args.work, windows, source[0], args.draws, source[1], args.clean)
+    sets = {source: _dev_sets(args.work, windows, source[0], args.draws, source[1], args.clean, source[2])
             for source in {s for _, s in heads.values()}}
 
     rows = []

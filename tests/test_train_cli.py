@@ -130,6 +130,10 @@ BAD = [
     (["cache", "--teacher", "tests", "--work", "no-such-work"], "not a model folder"),
     (["cache", "--windows", "250-1920-320"], "--windows"),
     (["cache", "--windows", "quick"], "--windows"),
+    (["tune", "--work", "no-such-work"], "train data --work no-such-work first"),
+    (["tune", "--top", "0"], "--top"),
+    (["tune", "--passes", "0"], "--passes"),
+    (["tune", "--init", "../elsewhere"], "--init"),
     (["fitt"], "No such command"),
     (["custom", "--vocab", "nope.txt"], "--vocab"),
     (["custom", "--head-type", "big", "--backbone", "x"], "--head-type"),
@@ -248,8 +252,9 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
     args = ["--work", str(tmp_path), "--run", "r2", "--head", "conv-64-3-1", "--seed", "4", "--minutes", "2.5",
             "--epochs", "7", "--lr", "0.001", "--rounds", "2", "--copies", "3",
             "--round-copies", "1=4,2=1", "--workers", "1", "--threads", "1", "--full", "--checkpoint", "best",
-            "--windows", "balanced,160-1280-160", "--init", "r2", "--teacher", str(tmp_path), "--distill", "0.5"]
-    for stage in ("data", "cache", "fit", "eval", "export", "all"):
+            "--windows", "balanced,160-1280-160", "--init", "r2", "--teacher", str(tmp_path), "--distill", "0.5",
+            "--top", "2", "--passes", "3"]
+    for stage in ("data", "cache", "fit", "eval", "export", "all", "tune"):
         r = CliRunner().invoke(main, ["train", stage, *args], catch_exceptions=False)
         assert r.exit_code == 0, r.output
     parser_view = {}
@@ -262,7 +267,9 @@ def test_recipe_stages_pass_every_option_to_the_recipe(monkeypatch, tmp_path):
         assert got["--round-copies"] == "1=4,2=1" and got["--windows"] == "balanced,160-1280-160", stage
         assert got["--init"] == "r2" and got["--teacher"] == str(tmp_path) and got["--distill"] == "0.5", stage
         assert got["--checkpoint"] == "best" and got["--seed"] == "4" and got["--threads"] == "1"
+        assert got["--top"] == "2" and got["--passes"] == "3", stage
     assert parser_view["export"]["--out"] == str(tmp_path / "export" / "r2") == parser_view["all"]["--out"]
+    assert parser_view["tune"]["--out"] == str(tmp_path / "export" / "r2")
     assert "--out" not in parser_view["fit"]
 
 

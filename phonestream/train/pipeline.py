@@ -106,6 +106,13 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
 # ---- cache -----------------------------------------------------------------------------------------
 
 
+def tune_items(work: Path, rounds: int, fsdd_copies: int = 1) -> list[Item]:
+    """What ``train tune`` trains on: the synthesis rounds up to ``rounds`` (held-out utterances left out)
+    and the FSDD training takes ``fsdd_copies`` times (each pass augments them anew)."""
+    return ([it for it in synth_items(work, held_out=False) if synth_round(it.uid) <= rounds]
+            + fsdd_train_items() * fsdd_copies)
+
+
 def load_teacher(folder: Path, encoder: str, tail_ms: int = 0) -> Teacher:
     """The head of a model folder (``train export``'s, or the shipped default model's) as a distillation
     teacher for heads on ``encoder`` with a ``tail_ms`` silent tail, run as inference runs it; named by its
@@ -141,11 +148,17 @@ def _cache_worker(args) -> str:
     return out
 
 
-def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail_ms: int = 0) -> Path:
+def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail_ms: int = 0,
+                 weights: Path | None = None) -> Path:
     """Where the states of ``encoder`` with a ``tail_ms`` silent tail are kept: WORK/KIND for tiny.en (the
     default encoder) without a tail, else WORK/KIND[-ENCODER][-tailMS]; ``kind`` is ``cache`` (training) or
-    ``eval-cache`` (held-out and reported sets)."""
-    return work / (kind + ("" if encoder == "tiny.en" else f"-{encoder}") + (f"-tail{tail_ms}" if tail_ms else ""))
+    ``eval-cache`` (held-out and reported sets). An encoder with fine-tuned ``weights`` (``train tune``)
+    adds ``-tuned`` and the first 12 hex digits of the file's sha256."""
+    import hashlib
+
+    tuned = "" if weights is None else "-tuned" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
+    return work / (kind + ("" if encoder == "tiny.en" else f"-{encoder}") + (f"-tail{tail_ms}" if tail_ms else "")
+                   + tuned)
 
 
 def stage_cache(work: Path, items: list[Item], tag: str, copies: int = 1, workers: int = 2,

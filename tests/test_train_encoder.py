@@ -1,0 +1,143 @@
+"""The Whisper encoder in PyTorch from CTranslate2's file, fine-tuned layers in a model folder, and
+``train tune`` end to end on a handful of clips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from phonestream.models import ModelError, load_model
+from phonestream.models.ct2_file import read_model, replace_variables, write_model
+from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone, default_encoder_path, log_mel
+from phonestream.train.encoder import WhisperEncoder, tuned_variables
+from phonestream.train.states import Item
+
+DEFAULT = Path(__file__).resolve().parents[1] / "phonestream" / "default_model"
+
+
+@pytest.fixture(scope="module")
+def ct2():
+    return read_model(Path(default_encoder_path()) / "model.bin")
+
+
+def test_model_bin_reads_and_writes_back_byte_for_byte(tmp_path, ct2):
+    src = Path(default_encoder_path()) / "model.bin"
+    assert ct2.spec == "WhisperSpec" and ct2.variables["encoder/conv1/weight"].shape == (384, 80, 3)
+    write_model(ct2, tmp_path / "model.bin")
+    assert (tmp_path / "model.bin").read_bytes() == src.read_bytes()
+    (tmp_path / "cut.bin").write_bytes(src.read_bytes()[:5000])
+    with pytest.raises(ModelError, match="not a CTranslate2 model.bin") as err:
+        read_model(tmp_path / "cut.bin")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ModelError, match="shape"):
+        replace_variables(ct2, {"encoder/layer_norm/gamma": np.zeros(5, np.float16)})
+    with pytest.raises(ModelError, match="not a variable"):
+        replace_variables(ct2, {"encoder/layer_9/x": np.zeros(5, np.float16)})
+
+
+def test_torch_encoder_gives_ctranslate2s_float32_states(ct2, speechlike):
+    import ctranslate2
+
+    mel = log_mel(speechlike[:36000])
+    with torch.no_grad():
+        ours = WhisperEncoder.from_ct2(ct2)(torch.from_numpy(mel)[None]).numpy()[0]
+    model = ctranslate2.models.Whisper(default_encoder_path(), compute_type="float32", intra_threads=1)
+    mel_view = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None]))
+    theirs = np.asarray(model.encode(mel_view, to_cpu=True))[0]
+    assert ours.shape == theirs.shape == (113, 384)
+    assert np.abs(ours - theirs).max() < 1e-3
+
+
+def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2, speechlike, monkeypatch):
+    """Changed top-layer weights, saved as a folder's encoder.safetensors, reach CTranslate2: its states
+    follow the changed PyTorch encoder's, not the pinned one's."""
+    from safetensors.numpy import save_file
+
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+    enc = WhisperEncoder.from_ct2(ct2)
+    with torch.no_grad():
+        enc.layers[-1].fc2.weight.mul_(-1.0)
+        enc.norm.bias.add_(0.5)
+    folder = tmp_path / "model"
+    shutil.copytree(DEFAULT, folder)
+    save_file(tuned_variables(enc.state_dict(), 1), str(folder / ENCODER_WEIGHTS_FILE))
+    meta = json.loads((folder / "phonestream.json").read_text())
+    meta["backbone"]["weights"] = ENCODER_WEIGHTS_FILE
+    (folder / "phonestream.json").write_text(json.dumps(meta))
+    model = load_model(str(folder), dtype="float32")
+    x = speechlike[:32000]
+    with torch.no_grad():
+        want = enc(torch.from_numpy(log_mel(x))[None]).numpy()[0]
+    got = model.backbone.encode_batch([x])[0]
+    pinned = WhisperBackbone(threads=1, compute_type="float32").encode_batch([x])[0]
+    assert np.abs(got - want).max() < 1e-2 < np.abs(pinned - want).max()
+    assert "fine-tuned" in model.backbone.description
+    # saving the model writes the weights beside it; the folder loads again
+    model.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / ENCODER_WEIGHTS_FILE).read_bytes() == (folder / ENCODER_WEIGHTS_FILE).read_bytes()
+    assert np.allclose(load_model(str(tmp_path / "saved"), dtype="float32").backbone.encode_batch([x])[0], got)
+    # a weights file that does not fit the encoder is one line
+    save_file({"encoder/layer_norm/gamma": np.zeros(7, np.float16)}, str(folder / ENCODER_WEIGHTS_FILE))
+    with pytest.raises(ModelError, match="shape") as err:
+        load_model(str(folder))
+    assert "\n" not in str(err.value)
+    (folder / ENCODER_WEIGHTS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(ModelError, match="not a safetensors file"):
+        load_model(str(folder))
+
+
+def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, monkeypatch):
+    from phonestream.train.cli import TrainError
+    from phonestream.train.tune import TuneConfig, export_tuned, tune_encoder
+
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+    items = []
+    for i, ph in enumerate(["P R IH N T IH NG", "IH N DH AH", "OW N L IY S EH N S", "S IH K S"]):
+        sf.write(tmp_path / f"c{i}.wav", speechlike[i * 12000 : i * 12000 + 16000], 16000)
+        items.append(Item(f"c{i}", str(tmp_path / f"c{i}.wav"), ph, "test"))
+    cfg = TuneConfig(utterances_per_step=2, lr=1e-3, threads=1)
+    lines: list[str] = []
+    ckpt = tune_encoder(items, DEFAULT, tmp_path / "run", cfg, lines.append)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["step"] == 2 and lines[-1].startswith("step 2/2")
+    pinned = WhisperEncoder.from_ct2(read_model(Path(default_encoder_path()) / "model.bin")).state_dict()
+    assert not torch.equal(state["encoder"]["layers.3.fc1.weight"], pinned["layers.3.fc1.weight"])  # it learned
+    assert torch.equal(state["encoder"]["layers.2.fc1.weight"], pinned["layers.2.fc1.weight"])  # below: frozen
+    lines.clear()
+    tune_encoder(items, DEFAULT, tmp_path / "run", cfg, lines.append)  # finished: resumes at the end
+    assert lines == ["resuming run at step 2/2"]
+    with pytest.raises(TrainError, match="other settings"):
+        tune_encoder(items, DEFAULT, tmp_path / "run", TuneConfig(utterances_per_step=2, lr=5e-4), lines.append)
+    out = export_tuned(ckpt, tmp_path / "tuned")
+    meta = json.loads((out / "phonestream.json").read_text())
+    assert meta["backbone"]["weights"] == ENCODER_WEIGHTS_FILE and meta["training"]["encoder_tuned"]["steps"] == 2
+    assert (out / "lm.arpa.gz").exists() and (out / "head.safetensors").exists()
+    model = load_model(str(out))
+    lp = model.log_probs(speechlike[:16000])
+    assert lp.shape == (50, 40) and np.isfinite(lp).all()
+    with pytest.raises(TrainError, match="already tuned"):
+        tune_encoder(items, out, tmp_path / "run2", cfg, lines.append)
+    with pytest.raises(TrainError, match="has 4 layers; --top 5"):
+        tune_encoder(items, DEFAULT, tmp_path / "run3", TuneConfig(top=5), lines.append)
+
+
+def test_windows_of_many_lengths_share_a_padded_pass_without_changing_a_state():
+    from phonestream.train.tune import window_states
+
+    torch.manual_seed(0)
+    enc = WhisperEncoder(64, 2, 4)
+    rng = np.random.default_rng(0)
+    windows = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (320, 639, 3000, 16000, 17119, 18000, 20000)]
+    with torch.no_grad():
+        together = window_states(enc, windows, 0, 0)
+        for w, got in zip(windows, together):
+            alone = enc(torch.from_numpy(log_mel(w))[None])[0]
+            assert got.shape == alone.shape and torch.allclose(got, alone, atol=1e-4)
+        tailed = window_states(enc, windows[3:4], 0, 4800)[0]  # a 300 ms silent tail: its states dropped
+        assert tailed.shape == together[3].shape and not torch.allclose(tailed, together[3], atol=1e-3)
