@@ -118,6 +118,7 @@ def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, 
     meta = json.loads((out / "phonestream.json").read_text())
     assert meta["backbone"]["weights"] == ENCODER_WEIGHTS_FILE and meta["training"]["encoder_tuned"]["steps"] == 2
     assert (out / "lm.arpa.gz").exists() and (out / "head.safetensors").exists()
+    assert (out / ENCODER_WEIGHTS_FILE).stat().st_mode & 0o044  # readable by others, as the head is
     model = load_model(str(out))
     lp = model.log_probs(speechlike[:16000])
     assert lp.shape == (50, 40) and np.isfinite(lp).all()
