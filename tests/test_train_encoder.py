@@ -92,6 +92,36 @@ def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2
         load_model(str(folder))
 
 
+def test_the_tuned_encoder_folder_is_built_whole_once_even_when_two_loads_race(tmp_path, ct2, monkeypatch):
+    """Another process finishing the same folder first is not an error; an unwritable cache is one line;
+    nothing half-written is left behind."""
+    from safetensors.numpy import save_file
+
+    import phonestream.models.ct2_file as ct2_file
+    from phonestream.models.whisper import tuned_encoder_path
+
+    weights = tmp_path / "w.safetensors"
+    save_file({"encoder/layer_norm/beta": np.full(384, 0.25, np.float16)}, str(weights))
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+    real_write = ct2_file.write_model
+    raced: list[str] = []
+
+    def write_after_the_other_process(model, path):
+        if not raced:  # the other process builds and renames its folder while this one writes
+            raced.append("")
+            raced[0] = tuned_encoder_path(weights)
+        real_write(model, path)
+
+    monkeypatch.setattr(ct2_file, "write_model", write_after_the_other_process)
+    path = tuned_encoder_path(weights)
+    assert raced == [path] and sorted(p.name for p in (tmp_path / "cache").iterdir()) == [Path(path).name]
+    assert float(read_model(Path(path) / "model.bin").variables["encoder/layer_norm/beta"][0]) == 0.25
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(weights))  # a file, not a folder
+    with pytest.raises(ModelError, match="cannot write the fine-tuned Whisper encoder") as err:
+        tuned_encoder_path(weights)
+    assert "\n" not in str(err.value)
+
+
 def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, monkeypatch):
     from phonestream.train.cli import TrainError
     from phonestream.train.tune import TuneConfig, export_tuned, tune_encoder

@@ -230,8 +230,9 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     safetensors file of CTranslate2 names, float16: ``phonestream train tune``'s fine-tuned top layers).
 
     The pinned encoder is verified first; the folder is made once under :func:`cache_dir`, named by the
-    weights file's sha256, and written atomically, so a changed file makes a new folder and a failed
-    write leaves none.
+    weights file's sha256: built whole in a temporary folder and renamed into place, so a changed file
+    makes a new folder, a failed write leaves none, and processes loading the model at once (``serve
+    --workers``) never read a half-written one.
 
     Raises:
         ModelError: the weights file is missing or not safetensors, names a variable the encoder does not
@@ -258,15 +259,27 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ModelError(f"{weights} is not a safetensors file: {str(err).splitlines()[0]}") from None
     model = replace_variables(read_model(Path(src) / "model.bin"), replacements, str(weights))
+    import tempfile
+
+    tmp = None
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp.", dir=out.parent))
         for name in os.listdir(src):
             if name != "model.bin" and (Path(src) / name).is_file():
-                shutil.copyfile(Path(src) / name, out / name)
-        write_model(model, out / "model.bin")  # last: its presence marks a finished folder
+                shutil.copyfile(Path(src) / name, tmp / name)
+        write_model(model, tmp / "model.bin")
+        try:
+            os.rename(tmp, out)
+        except OSError:
+            if not (out / "model.bin").is_file():  # not another process's finished folder: a real failure
+                raise
     except OSError as err:
         raise ModelError(f"cannot write the fine-tuned Whisper encoder to {out}: {err.strerror} "
                          "(set PHONESTREAM_CACHE to a writable folder)") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
 
 
