@@ -4,7 +4,8 @@ per round), and real FSDD takes 45-49.
 
 The held-out sets (one synthetic utterance in 25, ``is_synth_dev``; FSDD takes 45-49 of the training
 speakers) are cached by ``phonestream train fit`` under WORK/eval-cache (WORK/eval-cache-base for heads
-on Whisper base) as encoder states, which do not depend on the head. Round-2 utterances (ids ``r2-...``)
+on Whisper base, -tailMS for a silent tail, -tunedSHA for an encoder tuned by ``train tune``; see
+``pipeline.cache_folder``) as encoder states, which do not depend on the head. Round-2 utterances (ids ``r2-...``)
 were trained on by no head made from round 1, so they compare such heads fairly; round-1 held-out
 utterances were in the training data of heads made before the hold-out existed, and FSDD takes 45-49
 in that of v1, the head shipped before v6 (so its FSDD column is not held out).

@@ -82,6 +82,16 @@ def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2
     model.save(tmp_path / "saved")
     assert (tmp_path / "saved" / ENCODER_WEIGHTS_FILE).read_bytes() == (folder / ENCODER_WEIGHTS_FILE).read_bytes()
     assert np.allclose(load_model(str(tmp_path / "saved"), dtype="float32").backbone.encode_batch([x])[0], got)
+    # held-out scoring keeps the tuned encoder's states apart from the pinned one's
+    import hashlib
+
+    from phonestream.train.evaluate import encoder_weights
+    from phonestream.train.pipeline import cache_folder
+
+    assert encoder_weights(folder) == folder / ENCODER_WEIGHTS_FILE and encoder_weights(DEFAULT) is None
+    digest = hashlib.sha256((folder / ENCODER_WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
+    tuned = cache_folder(tmp_path, "tiny.en", "eval-cache", 0, encoder_weights(folder))
+    assert tuned.name == f"eval-cache-tuned{digest}"
     # a weights file that does not fit the encoder is one line
     save_file({"encoder/layer_norm/gamma": np.zeros(7, np.float16)}, str(folder / ENCODER_WEIGHTS_FILE))
     with pytest.raises(ModelError, match="shape") as err:

@@ -253,8 +253,8 @@ def recipe(argv: list[str] | None = None) -> int:
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
         sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name, tail_ms=args.tail_ms)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr or 3e-3, max_minutes=args.minutes,
-                          max_epochs=args.epochs,
-                          seed=args.seed, threads=args.threads, encoder=encoder.name, tail_ms=args.tail_ms,
+                          max_epochs=args.epochs, seed=args.seed, threads=args.threads, encoder=encoder.name,
+                          tail_ms=args.tail_ms,
                           init=str(init) if init else None, distill=args.distill)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":

@@ -103,14 +103,14 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
     return fsdd_items(root, split="train") if (root / "manifest.tsv").exists() else []
 
 
-# ---- cache -----------------------------------------------------------------------------------------
-
-
 def tune_items(work: Path, rounds: int, fsdd_copies: int = 1) -> list[Item]:
     """What ``train tune`` trains on: the synthesis rounds up to ``rounds`` (held-out utterances left out)
     and the FSDD training takes ``fsdd_copies`` times (each pass augments them anew)."""
     return ([it for it in synth_items(work, held_out=False) if synth_round(it.uid) <= rounds]
             + fsdd_train_items() * fsdd_copies)
+
+
+# ---- cache -----------------------------------------------------------------------------------------
 
 
 def load_teacher(folder: Path, encoder: str, tail_ms: int = 0) -> Teacher:
