@@ -177,7 +177,7 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
             cut.append(stream_windows(windows_of, audio, draw_window(rng, presets)))
             targets.append([vocab_index[p] for p in it.phones.split()])
             audio_s += len(audio) / SAMPLE_RATE
-        # all of the step's windows in one call, so that equal lengths across utterances share a pass
+        # all of the step's windows in one call: windows of every utterance share padded passes
         states = window_states(encoder, [w[0] for wins in cut for w in wins], frozen, tail_ms * SAMPLE_RATE // 1000)
         seqs, used = [], 0
         for wins in cut:
