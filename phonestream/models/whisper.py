@@ -239,6 +239,7 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
             have or gives it another shape, or the folder cannot be written (one line each)."""
     import hashlib
     import shutil
+    import tempfile
 
     from safetensors.numpy import load_file
 
@@ -259,8 +260,6 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     except Exception as err:  # safetensors raises its own error types for corrupt files
         raise ModelError(f"{weights} is not a safetensors file: {str(err).splitlines()[0]}") from None
     model = replace_variables(read_model(Path(src) / "model.bin"), replacements, str(weights))
-    import tempfile
-
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
