@@ -95,6 +95,23 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture(scope="session")
+def frozen_default(tmp_path_factory) -> Path:
+    """The shipped model folder without its fine-tuned encoder layers: its head on the pinned, frozen
+    encoder (what ``train tune`` and ``--teacher`` start from; v11, the head the shipped model tunes under)."""
+    import shutil
+
+    from phonestream.models import DEFAULT_MODEL_DIR
+
+    folder = tmp_path_factory.mktemp("frozen") / "default"
+    shutil.copytree(DEFAULT_MODEL_DIR, folder, ignore=shutil.ignore_patterns("encoder.safetensors"))
+    meta = json.loads((folder / "phonestream.json").read_text())
+    meta["backbone"].pop("weights", None)
+    meta.pop("training", None)
+    (folder / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def speechlike() -> np.ndarray:
     """3 s of the shipped sample recording at 16 kHz (real speech)."""
     from phonestream.audio import load_audio

@@ -215,8 +215,8 @@ def test_a_bad_check_threshold_in_a_model_folder_is_one_line(tmp_path, value, wa
 
     folder = tmp_path / "m"
     shutil.copytree(DEFAULT_MODEL_DIR, folder)
-    text = (folder / "phonestream.json").read_text()
-    (folder / "phonestream.json").write_text(text.replace('"threshold": 0.07', f'"threshold": {value}'))
+    meta = json.loads((folder / "phonestream.json").read_text())
+    (folder / "phonestream.json").write_text(json.dumps({**meta, "check": {"threshold": json.loads(value)}}))
     r = CliRunner().invoke(main, ["transcribe", str(wav_file), "-m", str(folder)])
     assert r.exit_code == 2 and "the check threshold must be a number between 0 and 1" in r.output
     assert len(r.output.strip().splitlines()) == 1

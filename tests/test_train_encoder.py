@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -17,8 +18,6 @@ from phonestream.models.ct2_file import read_model, replace_variables, write_mod
 from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone, default_encoder_path, log_mel
 from phonestream.train.encoder import WhisperEncoder, tuned_variables
 from phonestream.train.states import Item
-
-DEFAULT = Path(__file__).resolve().parents[1] / "phonestream" / "default_model"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +53,8 @@ def test_torch_encoder_gives_ctranslate2s_float32_states(ct2, speechlike):
     assert np.abs(ours - theirs).max() < 1e-3
 
 
-def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2, speechlike, monkeypatch):
+def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2, speechlike, monkeypatch,
+                                                                    frozen_default):
     """Changed top-layer weights, saved as a folder's encoder.safetensors, reach CTranslate2: its states
     follow the changed PyTorch encoder's, not the pinned one's."""
     from safetensors.numpy import save_file
@@ -65,7 +65,7 @@ def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2
         enc.layers[-1].fc2.weight.mul_(-1.0)
         enc.norm.bias.add_(0.5)
     folder = tmp_path / "model"
-    shutil.copytree(DEFAULT, folder)
+    shutil.copytree(frozen_default, folder)
     save_file(tuned_variables(enc.state_dict(), 1), str(folder / ENCODER_WEIGHTS_FILE))
     meta = json.loads((folder / "phonestream.json").read_text())
     meta["backbone"]["weights"] = ENCODER_WEIGHTS_FILE
@@ -88,7 +88,7 @@ def test_tuned_layers_in_a_model_folder_are_what_the_backbone_runs(tmp_path, ct2
     from phonestream.train.evaluate import encoder_weights
     from phonestream.train.pipeline import cache_folder
 
-    assert encoder_weights(folder) == folder / ENCODER_WEIGHTS_FILE and encoder_weights(DEFAULT) is None
+    assert encoder_weights(folder) == folder / ENCODER_WEIGHTS_FILE and encoder_weights(frozen_default) is None
     digest = hashlib.sha256((folder / ENCODER_WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
     tuned = cache_folder(tmp_path, "tiny.en", "eval-cache", 0, encoder_weights(folder))
     assert tuned.name == f"eval-cache-tuned{digest}"
@@ -114,6 +114,8 @@ def test_the_tuned_encoder_folder_is_built_whole_once_even_when_two_loads_race(t
     save_file({"encoder/layer_norm/beta": np.full(384, 0.25, np.float16)}, str(weights))
     monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
     real_write = ct2_file.write_model
+    umask = os.umask(0o022)
+    os.umask(umask)
     raced: list[str] = []
 
     def write_after_the_other_process(model, path):
@@ -126,13 +128,37 @@ def test_the_tuned_encoder_folder_is_built_whole_once_even_when_two_loads_race(t
     path = tuned_encoder_path(weights)
     assert raced == [path] and sorted(p.name for p in (tmp_path / "cache").iterdir()) == [Path(path).name]
     assert float(read_model(Path(path) / "model.bin").variables["encoder/layer_norm/beta"][0]) == 0.25
+    assert Path(path).stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700
     monkeypatch.setenv("PHONESTREAM_CACHE", str(weights))  # a file, not a folder
     with pytest.raises(ModelError, match="cannot write the fine-tuned Whisper encoder") as err:
         tuned_encoder_path(weights)
     assert "\n" not in str(err.value)
 
 
-def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, monkeypatch):
+def test_a_tuned_encoder_loads_from_memory_where_the_cache_cannot_be_written(tmp_path, monkeypatch, speechlike,
+                                                                          frozen_default):
+    """A read-only home must not stop the model from loading: the same encoder, built in memory."""
+    from safetensors.numpy import save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(frozen_default, folder)
+    save_file({"encoder/layer_norm/beta": np.full(384, 0.25, np.float16)}, str(folder / ENCODER_WEIGHTS_FILE))
+    meta = json.loads((folder / "phonestream.json").read_text())
+    meta["backbone"]["weights"] = ENCODER_WEIGHTS_FILE
+    (folder / "phonestream.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "cache"))
+    x = speechlike[:16000]
+    cached = load_model(str(folder)).backbone.encode_batch([x])[0]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(blocked))
+    model = load_model(str(folder))
+    assert model.backbone.path.endswith("(in memory)")
+    assert np.array_equal(model.backbone.encode_batch([x])[0], cached)
+    assert blocked.read_text().startswith("a file")  # nothing written
+
+
+def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, monkeypatch, frozen_default):
     from phonestream.train.cli import TrainError
     from phonestream.train.tune import TuneConfig, export_tuned, tune_encoder
 
@@ -143,17 +169,17 @@ def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, 
         items.append(Item(f"c{i}", str(tmp_path / f"c{i}.wav"), ph, "test"))
     cfg = TuneConfig(utterances_per_step=2, lr=1e-3, threads=1)
     lines: list[str] = []
-    ckpt = tune_encoder(items, DEFAULT, tmp_path / "run", cfg, lines.append)
+    ckpt = tune_encoder(items, frozen_default, tmp_path / "run", cfg, lines.append)
     state = torch.load(ckpt, weights_only=False)
     assert state["step"] == 2 and lines[-1].startswith("step 2/2")
     pinned = WhisperEncoder.from_ct2(read_model(Path(default_encoder_path()) / "model.bin")).state_dict()
     assert not torch.equal(state["encoder"]["layers.3.fc1.weight"], pinned["layers.3.fc1.weight"])  # it learned
     assert torch.equal(state["encoder"]["layers.2.fc1.weight"], pinned["layers.2.fc1.weight"])  # below: frozen
     lines.clear()
-    tune_encoder(items, DEFAULT, tmp_path / "run", cfg, lines.append)  # finished: resumes at the end
+    tune_encoder(items, frozen_default, tmp_path / "run", cfg, lines.append)  # finished: resumes at the end
     assert lines == ["resuming run at step 2/2"]
     with pytest.raises(TrainError, match="other settings"):
-        tune_encoder(items, DEFAULT, tmp_path / "run", TuneConfig(utterances_per_step=2, lr=5e-4), lines.append)
+        tune_encoder(items, frozen_default, tmp_path / "run", TuneConfig(utterances_per_step=2, lr=5e-4), lines.append)
     out = export_tuned(ckpt, tmp_path / "tuned")
     meta = json.loads((out / "phonestream.json").read_text())
     assert meta["backbone"]["weights"] == ENCODER_WEIGHTS_FILE and meta["training"]["encoder_tuned"]["steps"] == 2
@@ -162,10 +188,23 @@ def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, 
     model = load_model(str(out))
     lp = model.log_probs(speechlike[:16000])
     assert lp.shape == (50, 40) and np.isfinite(lp).all()
-    with pytest.raises(TrainError, match="already tuned"):
-        tune_encoder(items, out, tmp_path / "run2", cfg, lines.append)
+    # a tuned folder is tuned further from its own weights, its history kept; --top must cover its layers
+    tuned_state = tuned_variables(state["encoder"], 1)
+    again = torch.load(tune_encoder(items, out, tmp_path / "run2", TuneConfig(utterances_per_step=4, lr=1e-9,
+                                                                            threads=1), lines.append),
+                       weights_only=False)["encoder"]
+    assert np.allclose(tuned_variables(again, 1)["encoder/layer_3/ffn/linear_0/weight"],
+                       tuned_state["encoder/layer_3/ffn/linear_0/weight"], atol=1e-3)  # lr ~0: where it started
+    again_out = json.loads((export_tuned(tmp_path / "run2" / "tune.pt", tmp_path / "again") / "phonestream.json")
+                           .read_text())
+    assert again_out["training"]["encoder_tuned"]["from"]["steps"] == 2
+    from safetensors.numpy import save_file
+
+    save_file(tuned_variables(state["encoder"], 2), str(out / ENCODER_WEIGHTS_FILE))  # now two layers tuned
+    with pytest.raises(TrainError, match="top 2 layers are tuned already; --top must be at least 2"):
+        tune_encoder(items, out, tmp_path / "run4", cfg, lines.append)
     with pytest.raises(TrainError, match="has 4 layers; --top 5"):
-        tune_encoder(items, DEFAULT, tmp_path / "run3", TuneConfig(top=5), lines.append)
+        tune_encoder(items, frozen_default, tmp_path / "run3", TuneConfig(top=5), lines.append)
 
 
 def test_windows_of_many_lengths_share_a_padded_pass_without_changing_a_state():

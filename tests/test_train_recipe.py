@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -209,7 +211,8 @@ def test_data_stage_keep_makes_the_same_utterances_as_the_full_set(tmp_path, mon
     assert 0 < len(held) < len(full) / 10 and {j.source for j in held} >= {"espeak", "kokoro"}
 
 
-def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tmp_path, speechlike):
+def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tmp_path, speechlike,
+                                                                              frozen_default):
     """``cache --teacher``: the states are those of a plain cache with the same seed (the teacher draws
     nothing), and beside them, per utterance, the teacher head's log posteriors of the whole utterance,
     as the model folder computes them offline."""
@@ -218,13 +221,13 @@ def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tm
 
     bb = WhisperBackbone(threads=1)
     items = _clips(tmp_path, speechlike)
-    teacher = load_teacher(Path("phonestream/default_model"), "tiny.en")
+    teacher = load_teacher(frozen_default, "tiny.en")
     cache_shard(bb, items, tmp_path / "plain.npz", seed=3, augment_audio=False, log_every=0)
     cache_shard(bb, items, tmp_path / "taught.npz", seed=3, augment_audio=False, log_every=0, teacher=teacher)
     plain, taught = load_states([tmp_path / "plain.npz"]), load_states([tmp_path / "taught.npz"], teacher=True)
     assert plain.teacher is None and np.array_equal(plain.states, taught.states)
-    assert plain.config == taught.config and taught.teacher_name.startswith("default_model@")
-    model = load_model(None)
+    assert plain.config == taught.config and taught.teacher_name.startswith(f"{frozen_default.name}@")
+    model = load_model(str(frozen_default))
     for u, it in enumerate(items):
         n = int(taught.seg_kept[taught.utt_segs[u]].sum())
         got = taught.teacher[taught.teacher_start[u] : taught.teacher_start[u] + n].astype(np.float32)
@@ -234,12 +237,19 @@ def test_cache_with_teacher_stores_its_offline_posteriors_with_the_same_draws(tm
     with pytest.raises(TrainError, match="plain.npz has none"):
         load_states([tmp_path / "plain.npz", tmp_path / "taught.npz"], teacher=True)
     with pytest.raises(TrainError, match="reads whisper-tiny.en-ct2 states, not the base"):
-        load_teacher(Path("phonestream/default_model"), "base")
+        load_teacher(frozen_default, "base")
     with pytest.raises(TrainError, match="reads states with a 0 ms tail, not the 300 ms being cached"):
-        load_teacher(Path("phonestream/default_model"), "tiny.en", 300)
+        load_teacher(frozen_default, "tiny.en", 300)
+    tuned = tmp_path / "tuned"
+    shutil.copytree(frozen_default, tuned)
+    meta = json.loads((tuned / "phonestream.json").read_text())
+    (tuned / "phonestream.json").write_text(json.dumps({**meta, "backbone": {**meta["backbone"],
+                                                                           "weights": "encoder.safetensors"}}))
+    with pytest.raises(TrainError, match="fine-tuned encoder's states"):
+        load_teacher(tuned, "tiny.en")
 
 
-def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, speechlike):
+def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, speechlike, frozen_default):
     """The KL term: zero where the head says what the teacher says, positive elsewhere, only over each
     utterance's own frames; a distilled fit runs from a model folder's head (``fit --init DIR``)."""
     import torch
@@ -260,13 +270,13 @@ def test_distill_loss_is_zero_at_the_teacher_and_pulls_towards_it(tmp_path, spee
     bb = WhisperBackbone(threads=1)
     shard = tmp_path / "cache" / "s.npz"
     cache_shard(bb, _clips(tmp_path, speechlike), shard, seed=0, log_every=0,
-                teacher=load_teacher(Path("phonestream/default_model"), "tiny.en"))
+                teacher=load_teacher(frozen_default, "tiny.en"))
     data = load_states([shard], teacher=True)
     spec = {"type": "conv", "hidden": 256, "kernel": 5, "layers": 2}
     logs: list[str] = []
-    cfg = TrainConfig(head=spec, max_epochs=1, eval_every=10**6, init="phonestream/default_model", distill=1.0)
+    cfg = TrainConfig(head=spec, max_epochs=1, eval_every=10**6, init=str(frozen_default), distill=1.0)
     train_head(data, list(SYMBOLS), tmp_path / "run", cfg, bb.dim, None, logs.append)
-    assert any("started from the head in phonestream/default_model" in m for m in logs)
+    assert any(f"started from the head in {frozen_default}" in m for m in logs)
     with pytest.raises(ValueError, match="distill > 0 needs"):
         train_head(load_states([shard]), list(SYMBOLS), tmp_path / "run2", cfg, bb.dim, None, lambda m: None)
 

@@ -311,8 +311,8 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--init", default=None, type=InitSource(),
                      help="fit: start from this run's last checkpoint, or from a model folder's head (e.g. "
                           "phonestream/default_model; same head and encoder): fine-tuning, with a fresh optimiser "
-                          "and schedule. tune: the model folder whose head stays fixed (default: the shipped "
-                          "model)."),
+                          "and schedule. tune: the model folder whose head stays fixed and whose encoder, pinned "
+                          "or tuned already, the run starts from (default: the shipped model)."),
         click.option("--top", default=1, show_default=True, type=click.IntRange(1),
                      help="tune: encoder layers to fine-tune, from the top (with the final LayerNorm)."),
         click.option("--passes", default=1, show_default=True, type=click.IntRange(1),

@@ -25,7 +25,7 @@ from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import ENCODERS, WhisperBackbone, backbone_config
-from .evaluate import SHARED, load_exported_head
+from .evaluate import SHARED, encoder_weights, load_exported_head
 from .phones import SYMBOLS
 from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
 
@@ -122,6 +122,9 @@ def load_teacher(folder: Path, encoder: str, tail_ms: int = 0) -> Teacher:
     from .cli import TrainError
 
     head, trained_on, tail = load_exported_head(folder)
+    if encoder_weights(Path(folder)) is not None:
+        raise TrainError(f"--teacher {folder}: its head reads a fine-tuned encoder's states, not the pinned "
+                         "encoder's being cached; give a folder with a frozen encoder")
     if trained_on != encoder:
         raise TrainError(f"--teacher {folder}: its head reads {ENCODERS[trained_on].config_key} states, not the "
                          f"{encoder} states being cached")

@@ -10,6 +10,9 @@ CTC input. Settings are drawn per utterance: 15% whole utterances, 40% the model
 (its default twice as often as each other preset), the rest the 64-window training mix
 (:data:`.states.TRAIN_CONFIGS`).
 
+A folder whose encoder is tuned already (the shipped model's) is tuned further from its weights; ``top``
+must then cover the layers it has tuned.
+
 A run lives in WORK/runs/RUN: ``tune.pt`` (the tuned variables, the optimiser, the step) is written every
 100 steps and at the end, and the same command resumes it. Each step's random draws are seeded by the
 step, so a resumed run draws what an uninterrupted one would. The result is a model folder: the head
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -122,21 +126,34 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    from .cli import TrainError
+
     head, encoder_name, tail_ms = load_exported_head(head_folder)
     meta = json.loads((head_folder / "phonestream.json").read_text())
-    if "weights" in meta["backbone"]:
-        from .cli import TrainError
-
-        raise TrainError(f"{head_folder}: its encoder is already tuned; tune from the folder of a frozen encoder")
     for p in head.parameters():
         p.requires_grad = False
     radius = head_radius(head)
-    encoder = WhisperEncoder.from_ct2(read_model(Path(default_encoder_path(encoder_name)) / "model.bin"))
-    if not 1 <= cfg.top <= len(encoder.layers) or not items:
-        from .cli import TrainError
+    src = default_encoder_path(encoder_name)
+    tuned_ids: set[int] = set()  # layers the folder's encoder has tuned already: the run goes on from them
+    if "weights" in meta["backbone"]:
+        from safetensors import safe_open
 
+        from ..models.whisper import tuned_model
+
+        weights = head_folder / meta["backbone"]["weights"]
+        ct2 = tuned_model(weights, src)  # one line for a file that is not safetensors or does not fit
+        with safe_open(str(weights), "np") as f:
+            tuned_ids = {int(m.group(1)) for name in f.keys() if (m := re.match(r"encoder/layer_(\d+)/", name))}
+    else:
+        ct2 = read_model(Path(src) / "model.bin")
+    encoder = WhisperEncoder.from_ct2(ct2)
+    already = len(encoder.layers) - min(tuned_ids) if tuned_ids else 0
+    if not 1 <= cfg.top <= len(encoder.layers) or not items:
         raise TrainError(f"Whisper {encoder_name} has {len(encoder.layers)} layers; --top {cfg.top} cannot be tuned"
                          if items else "no utterances to tune on")
+    if cfg.top < already:
+        raise TrainError(f"{head_folder}: its encoder's top {already} layers are tuned already; --top must be at "
+                         f"least {already} (or tune from a folder with a frozen encoder)")
     params = encoder.tunable(cfg.top)
     frozen = len(encoder.layers) - cfg.top
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -151,8 +168,6 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
         if state["config"] != asdict(cfg) or state["head_folder"] != str(head_folder):
-            from .cli import TrainError
-
             raise TrainError(f"{run} was tuned with other settings ({state['config']}, head {state['head_folder']}); "
                              "give another --run")
         encoder.load_state_dict(state["encoder"])
@@ -224,6 +239,8 @@ def export_tuned(ckpt: Path, out: Path) -> Path:
     _umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
     meta = json.loads((head_folder / "phonestream.json").read_text())
     meta["backbone"] = {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}
-    meta["training"] = {**meta.get("training", {}), "encoder_tuned": {**state["config"], "steps": state["step"]}}
+    earlier = meta.get("training", {}).get("encoder_tuned")  # a folder tuned before: the run went on from it
+    meta["training"] = {**meta.get("training", {}), "encoder_tuned": {**state["config"], "steps": state["step"],
+                                                                      **({"from": earlier} if earlier else {})}}
     (out / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
