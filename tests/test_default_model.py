@@ -227,7 +227,7 @@ def test_a_silent_tail_is_the_window_followed_by_zeros_and_travels_in_the_config
     from phonestream.models.backbone import load_backbone
     from phonestream.models.whisper import WhisperBackbone
 
-    plain = WhisperBackbone(threads=1)  # the pinned encoder (the shipped model's top layers are tuned)
+    plain = WhisperBackbone(threads=1)  # the pinned encoder, whatever layers a model folder tunes
     tailed = load_backbone({"type": CONFIG_KEY, "tail_ms": 300}, threads=1)
     assert tailed.config() == {"type": CONFIG_KEY, "compute_type": "int8", "tail_ms": 300}
     assert "tail_ms" not in plain.config()
@@ -241,3 +241,37 @@ def test_a_silent_tail_is_the_window_followed_by_zeros_and_travels_in_the_config
     for bad in (-20, 2.5, "300", True):
         with pytest.raises(ModelError, match="tail_ms must be a whole number of ms from 0 to 5000"):
             WhisperBackbone(tail_ms=bad)
+
+
+def test_a_live_stream_leaves_a_core_to_the_decoder_and_phonestream_threads_wins(monkeypatch, wav_file):
+    """One live stream (stream, mic, check, bench without --streams) runs the encoder on one core fewer than
+    the process may use, at most 2; whole files and servers keep up to 2; PHONESTREAM_THREADS overrides."""
+    import os
+
+    from click.testing import CliRunner
+
+    import phonestream.cli as cli
+    from phonestream.models.whisper import default_threads
+
+    monkeypatch.delenv("PHONESTREAM_THREADS", raising=False)
+    for cores, live, whole in ((1, 1, 1), (2, 1, 2), (4, 2, 2)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
+        assert (default_threads(live=True), default_threads()) == (live, whole)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert load_model(None, live=True).backbone.threads == 1 and load_model(None).backbone.threads == 2
+    assert load_model(None, live=True, threads=2).backbone.threads == 2
+    monkeypatch.setenv("PHONESTREAM_THREADS", "3")
+    assert default_threads(live=True) == default_threads() == 3
+    monkeypatch.delenv("PHONESTREAM_THREADS")
+    seen: list[bool] = []
+    real = cli.load_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("live", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "load_model", spy)
+    for command in (["stream", str(wav_file), "--no-compare-offline"], ["transcribe", str(wav_file)]):
+        result = CliRunner().invoke(cli.main, command)
+        assert result.exit_code == 0, result.output
+    assert seen == [True, False]
