@@ -205,6 +205,35 @@ def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, 
         tune_encoder(items, out, tmp_path / "run4", cfg, lines.append)
     with pytest.raises(TrainError, match="has 4 layers; --top 5"):
         tune_encoder(items, frozen_default, tmp_path / "run3", TuneConfig(top=5), lines.append)
+    with pytest.raises(TrainError, match="tune needs a loss"):
+        tune_encoder(items, frozen_default, tmp_path / "run5", TuneConfig(ctc=0.0), lines.append)
+
+
+def test_tune_with_the_offline_posteriors_alone_pulls_the_windows_towards_them(tmp_path, speechlike, frozen_default):
+    """``--distill 1 --ctc-weight 0``: the loss is the KL from the starting folder's own offline posteriors
+    to the streamed ones, label-free; the encoder learns from it, and a run saved without these settings
+    (an older checkpoint) still resumes."""
+    from phonestream.train.tune import TuneConfig, tune_encoder
+
+    items = []
+    for i in range(4):
+        sf.write(tmp_path / f"d{i}.wav", speechlike[i * 8000 : i * 8000 + 24000], 16000)
+        items.append(Item(f"d{i}", str(tmp_path / f"d{i}.wav"), "S IH K S", "test"))
+    cfg = TuneConfig(utterances_per_step=2, lr=1e-3, threads=1, distill=1.0, ctc=0.0)
+    lines: list[str] = []
+    state = torch.load(tune_encoder(items, frozen_default, tmp_path / "run", cfg, lines.append), weights_only=False)
+    loss = float(lines[-1].split("loss ")[1].split()[0])
+    assert 0 < loss < 5 and state["config"]["distill"] == 1.0  # a KL: positive, small (the windows nearly agree)
+    pinned = WhisperEncoder.from_ct2(read_model(Path(default_encoder_path()) / "model.bin")).state_dict()
+    assert not torch.equal(state["encoder"]["layers.3.fc1.weight"], pinned["layers.3.fc1.weight"])
+    plain = TuneConfig(utterances_per_step=2, lr=1e-3, threads=1)
+    old = torch.load(tmp_path / "run" / "tune.pt", weights_only=False)
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("distill", "ctc")}
+    old["config"].update(utterances_per_step=2, lr=1e-3, threads=1)
+    torch.save(old, tmp_path / "run" / "tune.pt")
+    lines.clear()
+    tune_encoder(items, frozen_default, tmp_path / "run", plain, lines.append)
+    assert lines == ["resuming run at step 2/2"]
 
 
 def test_windows_of_many_lengths_share_a_padded_pass_without_changing_a_state():

@@ -145,7 +145,10 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", type=Path, default=None,
                    help="cache: a model folder whose offline posteriors are stored for fit --distill")
     p.add_argument("--distill", type=float, default=0.0,
-                   help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only)")
+                   help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only); tune: "
+                        "to the --init folder's own offline posteriors of each augmented utterance")
+    p.add_argument("--ctc-weight", type=float, default=1.0,
+                   help="tune: weight of the CTC loss (0 with --distill: the offline posteriors alone)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: fit 3e-3, tune 1e-4)")
@@ -287,7 +290,8 @@ def recipe(argv: list[str] | None = None) -> int:
             raise TrainError(f"no synthetic speech in {work / 'synth'}: run phonestream train data --work {work} first")
         items = pipeline.tune_items(work, args.rounds, args.fsdd_copies or 1)
         log(f"tuning the encoder's top {args.top} layer(s) under {folder}'s head on {len(items)} utterances")
-        cfg = TuneConfig(top=args.top, lr=args.lr or 1e-4, passes=args.passes, seed=args.seed, threads=args.threads)
+        cfg = TuneConfig(top=args.top, lr=args.lr or 1e-4, passes=args.passes, seed=args.seed, threads=args.threads,
+                         distill=args.distill, ctc=args.ctc_weight)
         ckpt = tune_encoder(items, folder, work / "runs" / args.run, cfg, log)
         out = args.out or work / "export" / args.run
         export_tuned(ckpt, out)

@@ -322,7 +322,11 @@ def _recipe_options(func: Callable) -> Callable:
                           "stored beside the streamed states, for fit --distill."),
         click.option("--distill", default=0.0, show_default=True, type=click.FloatRange(0),
                      help="fit: weight of the KL between the cached teacher's offline posteriors and the head's "
-                          "streamed ones, added to the CTC loss (needs a cache made with --teacher)."),
+                          "streamed ones, added to the CTC loss (needs a cache made with --teacher). tune: the "
+                          "same KL from --init's own offline posteriors of each augmented utterance (no cache)."),
+        click.option("--ctc-weight", default=1.0, show_default=True, type=click.FloatRange(0),
+                     help="tune: weight of the CTC loss on the recipe's labels (0 with --distill: the offline "
+                          "posteriors alone, no labels)."),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="fit: training time budget."),
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
@@ -376,7 +380,8 @@ _DETAILS = {
     "tune": "Fine-tunes the Whisper encoder's top --top layers under --init's head (kept fixed) on WORK/synth "
             "(--rounds) and the FSDD takes (--fsdd-copies, default 1), every utterance streamed through the "
             "folder's presets, the training mix or whole; resumes WORK/runs/RUN, then writes --out (default "
-            "WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, --threads.",
+            "WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, --threads, --distill, "
+            "--ctc-weight.",
 }
 
 

@@ -53,6 +53,11 @@ class TuneConfig:
     passes: int = 1  #: passes over the items
     seed: int = 0
     threads: int = 2
+    #: weight of the KL from the starting folder's own offline posteriors (the whole augmented utterance, run
+    #: as inference runs it) to the streamed ones: it teaches the windows to hear what the whole utterance
+    #: hears, a target that needs no labels and stays the pinned model's own
+    distill: float = 0.0
+    ctc: float = 1.0  #: weight of the CTC loss on the recipe's labels (0 with distill > 0: consistency alone)
 
 
 def window_draws(folder_streaming: dict) -> list[tuple[int, int, int]]:
@@ -158,6 +163,13 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     frozen = len(encoder.layers) - cfg.top
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     windows_of = WhisperBackbone(threads=1, encoder=encoder_name)  # the streamer cuts windows by its frames
+    if cfg.ctc <= 0 and cfg.distill <= 0:
+        raise TrainError("tune needs a loss: a CTC weight above 0, --distill above 0, or both")
+    teacher = None
+    if cfg.distill > 0:
+        from ..models import load_model
+
+        teacher = load_model(str(head_folder), threads=1)  # the folder as it was, before any step
     presets = window_draws(meta["streaming"])
     vocab_index = {s: i for i, s in enumerate(SYMBOLS)}
     order = np.concatenate([np.random.default_rng([cfg.seed, p]).permutation(len(items)) for p in range(cfg.passes)])
@@ -167,7 +179,8 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     step = 0
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state["config"] != asdict(cfg) or state["head_folder"] != str(head_folder):
+        saved = {**asdict(TuneConfig()), **state["config"]}  # a run saved before a setting existed had its default
+        if saved != asdict(cfg) or state["head_folder"] != str(head_folder):
             raise TrainError(f"{run} was tuned with other settings ({state['config']}, head {state['head_folder']}); "
                              "give another --run")
         encoder.load_state_dict(state["encoder"])
@@ -185,12 +198,14 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     while step < total:
         rng = np.random.default_rng([cfg.seed, 1 + step])
         batch = [items[i] for i in order[step * cfg.utterances_per_step : (step + 1) * cfg.utterances_per_step]]
-        cut, targets = [], []
+        cut, targets, taught = [], [], []
         for it, audio in augmented(batch, SAMPLE_RATE, rng):
             if len(audio) < 1600:
                 continue
             cut.append(stream_windows(windows_of, audio, draw_window(rng, presets)))
             targets.append([vocab_index[p] for p in it.phones.split()])
+            if teacher is not None:
+                taught.append(torch.from_numpy(teacher.log_probs(audio)))
             audio_s += len(audio) / SAMPLE_RATE
         # all of the step's windows in one call: windows of every utterance share padded passes
         states = window_states(encoder, [w[0] for wins in cut for w in wins], frozen, tail_ms * SAMPLE_RATE // 1000)
@@ -201,8 +216,11 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
         if seqs:
             longest = max(len(s) for s in seqs)
             lp = torch.stack([F.pad(s, (0, 0, 0, longest - len(s))) for s in seqs]).transpose(0, 1)
-            loss = F.ctc_loss(lp, torch.tensor(sum(targets, [])), torch.tensor([len(s) for s in seqs]),
-                              torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+            loss = cfg.ctc * F.ctc_loss(lp, torch.tensor(sum(targets, [])), torch.tensor([len(s) for s in seqs]),
+                                        torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+            if teacher is not None:  # KL(teacher || stream) per utterance, on CTC's scale (per target phoneme)
+                kl = [(t.exp() * (t - s)).sum() / max(1, len(tg)) for t, s, tg in zip(taught, seqs, targets)]
+                loss = loss + cfg.distill * torch.stack(kl).mean()
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / total))
             opt.zero_grad()
