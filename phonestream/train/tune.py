@@ -10,6 +10,10 @@ CTC input. Settings are drawn per utterance: 15% whole utterances, 40% the model
 (its default twice as often as each other preset), the rest the 64-window training mix
 (:data:`.states.TRAIN_CONFIGS`).
 
+The loss is CTC on the recipe's labels (``ctc``, weight 1) plus, with ``distill``, the KL from the starting
+folder's own offline posteriors of each augmented utterance to the streamed ones: a target without labels
+that teaches the windows to hear what the whole utterance hears (``ctc=0``: that alone).
+
 A folder whose encoder is tuned already (the shipped model's) is tuned further from its weights; ``top``
 must then cover the layers it has tuned.
 
