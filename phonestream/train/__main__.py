@@ -146,9 +146,9 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="cache: a model folder whose offline posteriors are stored for fit --distill")
     p.add_argument("--distill", type=float, default=0.0,
                    help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only); tune: "
-                        "to the --init folder's own offline posteriors of each augmented utterance")
+                        "of the distance to the --init folder's own offline encoder states of each utterance")
     p.add_argument("--ctc-weight", type=float, default=1.0,
-                   help="tune: weight of the CTC loss (0 with --distill: the offline posteriors alone)")
+                   help="tune: weight of the CTC loss (0 with --distill: the offline states alone)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: fit 3e-3, tune 1e-4)")

@@ -322,11 +322,12 @@ def _recipe_options(func: Callable) -> Callable:
                           "stored beside the streamed states, for fit --distill."),
         click.option("--distill", default=0.0, show_default=True, type=click.FloatRange(0),
                      help="fit: weight of the KL between the cached teacher's offline posteriors and the head's "
-                          "streamed ones, added to the CTC loss (needs a cache made with --teacher). tune: the "
-                          "same KL from --init's own offline posteriors of each augmented utterance (no cache)."),
+                          "streamed ones, added to the CTC loss (needs a cache made with --teacher). tune: weight "
+                          "of the distance from --init's own offline encoder states of each augmented utterance "
+                          "to the streamed windows' states (no cache)."),
         click.option("--ctc-weight", default=1.0, show_default=True, type=click.FloatRange(0),
                      help="tune: weight of the CTC loss on the recipe's labels (0 with --distill: the offline "
-                          "posteriors alone, no labels)."),
+                          "states alone, no labels)."),
         click.option("--minutes", default=12.0, show_default=True, type=click.FloatRange(0, min_open=True),
                      help="fit: training time budget."),
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),

@@ -10,9 +10,10 @@ CTC input. Settings are drawn per utterance: 15% whole utterances, 40% the model
 (its default twice as often as each other preset), the rest the 64-window training mix
 (:data:`.states.TRAIN_CONFIGS`).
 
-The loss is CTC on the recipe's labels (``ctc``, weight 1) plus, with ``distill``, the KL from the starting
-folder's own offline posteriors of each augmented utterance to the streamed ones: a target without labels
-that teaches the windows to hear what the whole utterance hears (``ctc=0``: that alone).
+The loss is CTC on the recipe's labels (``ctc``, weight 1) plus, with ``distill``, the distance from the
+starting folder's own offline encoder states of each augmented utterance to the streamed windows' states:
+a target without labels that teaches the windows to hear what the whole utterance hears (``ctc=0``: that
+alone).
 
 A folder whose encoder is tuned already (the shipped model's) is tuned further from its weights; ``top``
 must then cover the layers it has tuned.
@@ -57,9 +58,11 @@ class TuneConfig:
     passes: int = 1  #: passes over the items
     seed: int = 0
     threads: int = 2
-    #: weight of the KL from the starting folder's own offline posteriors (the whole augmented utterance, run
-    #: as inference runs it) to the streamed ones: it teaches the windows to hear what the whole utterance
-    #: hears, a target that needs no labels and stays the pinned model's own
+    #: weight of the distance from the starting folder's own offline encoder states (the whole augmented
+    #: utterance, run as inference runs it) to the streamed windows' states, on the frames the head reads:
+    #: it teaches the windows to give what the whole utterance gives, a target without labels that stays
+    #: the pinned model's own. States, not posteriors: CTC posteriors are peaky, and a spike one frame early
+    #: costs the KL as much as a wrong phoneme (a first run on the posteriors' KL made it rise).
     distill: float = 0.0
     ctc: float = 1.0  #: weight of the CTC loss on the recipe's labels (0 with distill > 0: consistency alone)
 
@@ -105,6 +108,22 @@ def window_states(encoder, windows: list[np.ndarray], frozen: int, tail: int, sp
         for j, i in enumerate(members):
             out[i] = states[j, : (len(windows[i]) // 160 + 1) // 2]
     return out  # type: ignore[return-value]
+
+
+def state_distance(cut: list, states: list[torch.Tensor], offline: list[torch.Tensor], radius: int) -> torch.Tensor:
+    """Mean squared distance between each window's states and the offline states of the same frames, over the
+    frames the head reads for the window's kept ones (``radius`` either side), relative to the offline
+    states' variance: 0 where a window hears what the whole utterance hears, about 2 for unrelated states."""
+    total, count, used = 0.0, 0, 0
+    for wins, whole in zip(cut, offline):
+        scale = whole.var().clamp(min=1e-6)
+        for (_, first, k0, k1), st in zip(wins, states[used : used + len(wins)]):
+            lo, hi = max(0, k0 - first - radius), min(len(st), k1 - first + radius, len(whole) - first)
+            if hi > lo:
+                total = total + ((st[lo:hi] - whole[first + lo : first + hi]) ** 2).mean(-1).sum() / scale
+                count += hi - lo
+        used += len(wins)
+    return total / max(1, count)  # type: ignore[return-value]
 
 
 def streamed_logits(head, windows, states: list[torch.Tensor], radius: int) -> torch.Tensor:
@@ -171,9 +190,10 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
         raise TrainError("tune needs a loss: a CTC weight above 0, --distill above 0, or both")
     teacher = None
     if cfg.distill > 0:
-        from ..models import load_model
+        from ..models.backbone import load_backbone
 
-        teacher = load_model(str(head_folder), threads=1)  # the folder as it was, before any step
+        # the folder's encoder as it was before any step, in int8 as inference runs it
+        teacher = load_backbone(meta["backbone"], base=head_folder, threads=1)
     presets = window_draws(meta["streaming"])
     vocab_index = {s: i for i, s in enumerate(SYMBOLS)}
     order = np.concatenate([np.random.default_rng([cfg.seed, p]).permutation(len(items)) for p in range(cfg.passes)])
@@ -209,7 +229,7 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
             cut.append(stream_windows(windows_of, audio, draw_window(rng, presets)))
             targets.append([vocab_index[p] for p in it.phones.split()])
             if teacher is not None:
-                taught.append(torch.from_numpy(teacher.log_probs(audio)))
+                taught.append(torch.from_numpy(teacher.encode_batch([audio])[0]))
             audio_s += len(audio) / SAMPLE_RATE
         # all of the step's windows in one call: windows of every utterance share padded passes
         states = window_states(encoder, [w[0] for wins in cut for w in wins], frozen, tail_ms * SAMPLE_RATE // 1000)
@@ -222,9 +242,8 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
             lp = torch.stack([F.pad(s, (0, 0, 0, longest - len(s))) for s in seqs]).transpose(0, 1)
             loss = cfg.ctc * F.ctc_loss(lp, torch.tensor(sum(targets, [])), torch.tensor([len(s) for s in seqs]),
                                         torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
-            if teacher is not None:  # KL(teacher || stream) per utterance, on CTC's scale (per target phoneme)
-                kl = [(t.exp() * (t - s)).sum() / max(1, len(tg)) for t, s, tg in zip(taught, seqs, targets)]
-                loss = loss + cfg.distill * torch.stack(kl).mean()
+            if teacher is not None:
+                loss = loss + cfg.distill * state_distance(cut, states, taught, radius)
             for group in opt.param_groups:
                 group["lr"] = cfg.lr * min(1.0, (step + 1) / 30) * 0.5 * (1 + math.cos(math.pi * step / total))
             opt.zero_grad()
