@@ -131,9 +131,9 @@ def check_defaults() -> list[tuple[str, str]]:
                 f"| {preset} |" not in readme:
             failures.append(("README.md", f"the {name} preset is {preset}"))
     shipped = meta.get("check", {}).get("threshold")
-    if f"{shipped:.2f} for the shipped one" not in readme.replace("\n", " ") or shipped != DEFAULT_THRESHOLD:
+    if f"{shipped:g} for the shipped one" not in readme.replace("\n", " ") or shipped != DEFAULT_THRESHOLD:
         failures.append(("README.md", f"the shipped model's check threshold is {shipped}, the fallback "
-                         f"DEFAULT_THRESHOLD {DEFAULT_THRESHOLD:.2f} (README says both are the shipped head's)"))
+                         f"DEFAULT_THRESHOLD {DEFAULT_THRESHOLD:g} (README says both are the shipped head's)"))
     n = len(phoneme_key())
     if f"`phonestream phonemes` lists all {n}" not in readme.replace("\n", " "):
         failures.append(("README.md", f"`phonestream phonemes` lists {n}"))
