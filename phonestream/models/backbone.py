@@ -17,7 +17,6 @@ makes another. Saved form, a folder::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf
+from .base import Backbone, CTCModel, ModelError, StreamingDefaults, Vocabulary, require_hf, umask_mode
 from .heads import Head, head_radius, load_head, random_head
 from .whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from .whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone
@@ -83,13 +82,6 @@ class HFEncoderBackbone(Backbone):
 
     def config(self) -> dict[str, Any]:
         return {"type": HF_ENCODER_KEY, "path": self.path}
-
-
-def _umask_mode(path: Path) -> None:
-    """Give a file the permissions an ordinary ``open()`` would (0666 less the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
 
 
 # ---- the model -------------------------------------------------------------------------------------
@@ -154,7 +146,7 @@ def save_model_folder(folder: str | Path, backbone_config: dict[str, Any], head:
     folder.mkdir(parents=True, exist_ok=True)  # (a bad threshold is refused before anything is written)
     save_vocab_file(folder / VOCAB_FILE, vocab)
     head.save(folder / HEAD_FILE)
-    _umask_mode(folder / HEAD_FILE)  # safetensors writes 0600; the folder is meant to be shared
+    umask_mode(folder / HEAD_FILE)  # safetensors writes 0600; the folder is meant to be shared
     meta = {
         "format": FORMAT,
         "backbone": backbone_config,

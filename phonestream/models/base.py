@@ -10,6 +10,7 @@ cannot tell from the API which kind is loaded.
 from __future__ import annotations
 
 import importlib.util
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,15 @@ def warmup_batch_sizes(max_batch: int, device: str) -> list[int]:
         return [1]
     sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
     return sizes + [max_batch]
+
+
+def umask_mode(path: Path) -> None:
+    """Give a file or folder the permissions an ordinary ``open()`` or ``mkdir()`` would (0666 or 0777 less
+    the umask): safetensors writes 0600 and ``tempfile.mkdtemp`` 0700, which would hide shared model and
+    cache files from other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~umask)
 
 
 def has_torch() -> bool:

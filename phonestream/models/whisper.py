@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Backbone, ModelError, check_dtype
+from .base import Backbone, ModelError, check_dtype, umask_mode
 
 SAMPLE_RATE = 16000
 N_FFT = 400
@@ -258,11 +258,10 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp.", dir=out.parent))
-        for name in os.listdir(src):
-            if name != "model.bin" and (Path(src) / name).is_file():
-                shutil.copyfile(Path(src) / name, tmp / name)
+        for f in _beside_model_bin(src):
+            shutil.copyfile(f, tmp / f.name)
         write_model(model, tmp / "model.bin")
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide a shared cache from other users
+        umask_mode(tmp)  # not mkdtemp's 0700
         try:
             os.rename(tmp, out)
         except OSError:
@@ -290,15 +289,12 @@ def tuned_encoder_files(weights: str | Path, encoder: str = "tiny.en") -> dict[s
     verify_encoder(src, encoder)
     buf = io.BytesIO()
     dump_model(tuned_model(weights, src), buf)
-    files = {name: (Path(src) / name).read_bytes() for name in os.listdir(src)
-             if name != "model.bin" and (Path(src) / name).is_file()}
-    return {**files, "model.bin": buf.getvalue()}
+    return {**{f.name: f.read_bytes() for f in _beside_model_bin(src)}, "model.bin": buf.getvalue()}
 
 
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
+def _beside_model_bin(src: str) -> list[Path]:
+    """The files of a CTranslate2 folder other than its weights (config, vocabulary, tokenizer)."""
+    return [f for f in Path(src).iterdir() if f.name != "model.bin" and f.is_file()]
 
 
 def _weights_digest(weights: str | Path) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.backbone import _umask_mode
+from ..models.base import umask_mode
 from ..models.whisper import ENCODER_WEIGHTS_FILE, SAMPLE_RATE, WhisperBackbone, default_encoder_path, log_mel
 from .states import OFFLINE_FRACTION, TRAIN_CONFIGS, Item, augmented, stream_windows
 
@@ -277,7 +277,7 @@ def export_tuned(ckpt: Path, out: Path) -> Path:
         if f.is_file() and f.name not in ("phonestream.json", ENCODER_WEIGHTS_FILE):
             shutil.copyfile(f, out / f.name)
     save_file(tuned_variables(state["encoder"], state["config"]["top"]), str(out / ENCODER_WEIGHTS_FILE))
-    _umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
+    umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
     meta = json.loads((head_folder / "phonestream.json").read_text())
     meta["backbone"] = {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}
     earlier = meta.get("training", {}).get("encoder_tuned")  # a folder tuned before: the run went on from it
