@@ -279,7 +279,7 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
 def tuned_encoder_files(weights: str | Path, encoder: str = "tiny.en") -> dict[str, bytes]:
     """The files of :func:`tuned_encoder_path`'s folder in memory, for CTranslate2's ``files=``: how a
     tuned encoder loads where the cache cannot be written (a read-only home, a full disk). Nothing is
-    written, and each load builds them again (well under a second for tiny.en)."""
+    written, and each load builds them again."""
     import io
 
     from .ct2_file import dump_model
