@@ -265,6 +265,10 @@ def test_a_live_stream_leaves_a_core_to_the_decoder_and_phonestream_threads_wins
     assert load_model(None, live=True, threads=2).backbone.threads == 2
     monkeypatch.setenv("PHONESTREAM_THREADS", "3")
     assert default_threads(live=True) == default_threads() == 3
+    monkeypatch.setenv("PHONESTREAM_THREADS", "two")
+    bad = CliRunner().invoke(cli.main, ["stream", str(wav_file), "--no-compare-offline"])
+    assert bad.exit_code != 0 and "PHONESTREAM_THREADS must be a whole number of threads, got 'two'" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1
     monkeypatch.delenv("PHONESTREAM_THREADS")
     seen: list[bool] = []
     real = cli.load_model

@@ -359,7 +359,10 @@ def default_threads(live: bool = False) -> int:
     A whole file, or many streams batched by the server, gain from the second thread."""
     env = os.environ.get("PHONESTREAM_THREADS")
     if env:
-        return max(1, int(env))
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ModelError(f"PHONESTREAM_THREADS must be a whole number of threads, got {env!r}") from None
     try:
         cores = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's count
     except AttributeError:  # pragma: no cover - not on Linux
