@@ -188,6 +188,20 @@ def test_tune_steps_resumes_and_exports_a_loadable_folder(tmp_path, speechlike, 
     model = load_model(str(out))
     lp = model.log_probs(speechlike[:16000])
     assert lp.shape == (50, 40) and np.isfinite(lp).all()
+    # --init-weight: each exported variable averaged with the starting folder's (here the pinned encoder's)
+    from safetensors.numpy import load_file
+
+    half = export_tuned(ckpt, tmp_path / "half", init_weight=0.5)
+    mixed, tuned = load_file(half / ENCODER_WEIGHTS_FILE), load_file(out / ENCODER_WEIGHTS_FILE)
+    start = tuned_variables(pinned, 1)
+    assert set(mixed) == set(tuned) == set(start)
+    for name in ("encoder/layer_3/ffn/linear_0/weight", "encoder/layer_norm/gamma"):
+        expected = (tuned[name].astype(np.float32) + start[name].astype(np.float32)) / 2
+        assert np.allclose(mixed[name], expected, atol=1e-3)
+    name = "encoder/layer_3/ffn/linear_0/weight"  # the run moved it, so the average lies between
+    assert not np.array_equal(mixed[name], tuned[name]) and not np.array_equal(mixed[name], start[name])
+    assert json.loads((half / "phonestream.json").read_text())["training"]["encoder_tuned"]["init_weight"] == 0.5
+    assert "init_weight" not in meta["training"]["encoder_tuned"]
     # a tuned folder is tuned further from its own weights, its history kept; --top must cover its layers
     tuned_state = tuned_variables(state["encoder"], 1)
     again = torch.load(tune_encoder(items, out, tmp_path / "run2", TuneConfig(utterances_per_step=4, lr=1e-9,

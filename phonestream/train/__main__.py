@@ -154,6 +154,8 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: fit 3e-3, tune 1e-4)")
     p.add_argument("--top", type=int, default=1, help="tune: encoder layers to fine-tune, from the top")
     p.add_argument("--passes", type=int, default=1, help="tune: passes over the training items")
+    p.add_argument("--init-weight", type=float, default=0.0,
+                   help="tune: weight of --init's own encoder variables averaged into the exported ones (WiSE-FT)")
     p.add_argument("--rounds", type=int, default=1,
                    help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
@@ -294,7 +296,7 @@ def recipe(argv: list[str] | None = None) -> int:
                          distill=args.distill, ctc=args.ctc_weight)
         ckpt = tune_encoder(items, folder, work / "runs" / args.run, cfg, log)
         out = args.out or work / "export" / args.run
-        export_tuned(ckpt, out)
+        export_tuned(ckpt, out, init_weight=args.init_weight)
         log(f"exported {ckpt} -> {out} ({minutes()} after the command started)")
     return 0
 

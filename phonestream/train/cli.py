@@ -317,6 +317,10 @@ def _recipe_options(func: Callable) -> Callable:
                      help="tune: encoder layers to fine-tune, from the top (with the final LayerNorm)."),
         click.option("--passes", default=1, show_default=True, type=click.IntRange(1),
                      help="tune: passes over the training items."),
+        click.option("--init-weight", default=0.0, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+                     help="tune: weight of --init's own encoder variables in the exported ones, averaged "
+                          "variable by variable with the run's (weight-space ensembling, WiSE-FT); changes "
+                          "the export only, so the same finished run can be exported again with another."),
         click.option("--teacher", default=None, type=click.Path(file_okay=False, exists=True, path_type=Path),
                      help="cache: a model folder whose head's offline posteriors of each augmented utterance are "
                           "stored beside the streamed states, for fit --distill."),
@@ -382,7 +386,7 @@ _DETAILS = {
             "(--rounds) and the FSDD takes (--fsdd-copies, default 1), every utterance streamed through the "
             "folder's presets, the training mix or whole; resumes WORK/runs/RUN, then writes --out (default "
             "WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, --threads, --distill, "
-            "--ctc-weight.",
+            "--ctc-weight, --init-weight.",
 }
 
 

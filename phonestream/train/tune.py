@@ -263,25 +263,53 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     return ckpt
 
 
-def export_tuned(ckpt: Path, out: Path) -> Path:
+def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     """A model folder: the tuned run's head folder's files, with ``encoder.safetensors`` (the tuned
-    variables) named in its backbone config."""
+    variables) named in its backbone config.
+
+    ``init_weight`` > 0 writes each tuned variable as ``init_weight`` times the starting folder's own (its
+    tuned file over the pinned encoder) plus the rest times the run's: weight-space ensembling (WiSE-FT,
+    Wortsman et al. 2022), which keeps more of what the starting encoder heard well than the run alone."""
     from safetensors.numpy import save_file
 
     from .encoder import tuned_variables
 
     state = torch.load(ckpt, weights_only=False)
     head_folder = Path(state["head_folder"])
+    variables = tuned_variables(state["encoder"], state["config"]["top"])
+    if init_weight > 0:
+        start = _start_variables(head_folder, state["config"]["top"])
+        variables = {name: (init_weight * start[name].astype(np.float32)
+                            + (1 - init_weight) * v.astype(np.float32)).astype(np.float16)
+                     for name, v in variables.items()}
     out.mkdir(parents=True, exist_ok=True)
     for f in head_folder.iterdir():
         if f.is_file() and f.name not in ("phonestream.json", ENCODER_WEIGHTS_FILE):
             shutil.copyfile(f, out / f.name)
-    save_file(tuned_variables(state["encoder"], state["config"]["top"]), str(out / ENCODER_WEIGHTS_FILE))
+    save_file(variables, str(out / ENCODER_WEIGHTS_FILE))
     umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
     meta = json.loads((head_folder / "phonestream.json").read_text())
     meta["backbone"] = {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}
     earlier = meta.get("training", {}).get("encoder_tuned")  # a folder tuned before: the run went on from it
     meta["training"] = {**meta.get("training", {}), "encoder_tuned": {**state["config"], "steps": state["step"],
+                                                                      **({"init_weight": init_weight}
+                                                                         if init_weight > 0 else {}),
                                                                       **({"from": earlier} if earlier else {})}}
     (out / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
     return out
+
+
+def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
+    """The variables a run tuned as they were before its first step: ``head_folder``'s encoder (its own
+    tuned file over the pinned encoder), top ``top`` layers and the final LayerNorm."""
+    from ..models.ct2_file import read_model
+    from ..models.whisper import tuned_model
+    from .encoder import WhisperEncoder, tuned_variables
+    from .evaluate import load_exported_head
+
+    _, encoder_name, _ = load_exported_head(head_folder)
+    meta = json.loads((head_folder / "phonestream.json").read_text())
+    src = default_encoder_path(encoder_name)
+    weights = meta["backbone"].get("weights")
+    ct2 = tuned_model(head_folder / weights, src) if weights else read_model(Path(src) / "model.bin")
+    return tuned_variables(WhisperEncoder.from_ct2(ct2).state_dict(), top)
