@@ -55,15 +55,16 @@ from .streaming import FrameBlock
 # (178) and FSDD takes 5-9 (300). The alignment and scoring settings were compared there by changed-word
 # AUC and by the false alarms on words beside a changed one; the threshold is the largest (in 0.005 steps)
 # keeping false alarms on those correct fraser readings, and on the words beside a changed one, under 5%
-# at the default window. Rechosen with each shipped model, on its posteriors: v12 (v11's head, the encoder's
-# top two layers tuned) 0.075 (held-out 4.39%, beside a change at most 4.87%). v11 (the two-layer head):
+# at the default window. Rechosen with each shipped model, on its posteriors: v13 (v11's head, all four
+# encoder layers tuned) 0.07 (held-out 4.33%, beside a change at most 4.87%); v12 (the top two tuned) 0.075
+# (held-out 4.39%, beside a change at most 4.87%). v11 (the two-layer head):
 # the rule gave 0.095, which read 5.76% on the reported split, over the 5% the check promises, so it
 # shipped at 0.07, the largest that kept every false-alarm column of the reported split under 5%: a choice
 # that followed a reported figure, said in the README. v9's rule gave 0.105 and it shipped at 0.09 for the
 # same reason; v6's was 0.08, v1's 0.09.
 # The free reading's penalty (-2 ... -5 compared) was chosen the same way, by the wrong FSDD digits
 # flagged at each setting's threshold. README, "Pronunciation check".
-DEFAULT_THRESHOLD = 0.075  # also in the shipped model's phonestream.json, which is where a model's own lives
+DEFAULT_THRESHOLD = 0.07  # also in the shipped model's phonestream.json, which is where a model's own lives
 DELETION_PENALTY = -6.0
 INSERTION_PENALTY = -4.0
 # Phoneme score = sigmoid(GOP / SCORE_TEMPERATURE): a monotone display scale that spreads a peaky CTC

@@ -60,9 +60,9 @@ def test_shipped_folder_is_complete_and_small():
     assert size < 40 * 2**20
     meta = json.loads((DEFAULT_MODEL_DIR / "phonestream.json").read_text())
     assert meta["backbone"]["type"] == CONFIG_KEY
-    # v12: the encoder's top two layers tuned (MODEL_CARD.md), written into a copy of the pinned one at load
+    # v13: all four encoder layers tuned (MODEL_CARD.md), written into a copy of the pinned one at load
     assert meta["backbone"]["weights"] == "encoder.safetensors" in names
-    assert meta["training"]["encoder_tuned"]["top"] == 2
+    assert meta["training"]["encoder_tuned"]["top"] == 4
     s = meta["streaming"]
     windows = [(s["chunk_ms"], s["left_ms"], s["right_ms"]), *s.get("presets", {}).values()]
     assert s["right_ms"] <= 320 and all(v % 20 == 0 for window in windows for v in window)
