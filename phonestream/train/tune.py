@@ -146,7 +146,6 @@ def streamed_logits(head, windows, states: list[torch.Tensor], radius: int) -> t
 def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfig,
                  log: Callable[[str], None] = print) -> Path:
     """Tune the encoder under ``head_folder``'s head on ``items`` (resuming ``run``); returns the checkpoint."""
-    from ..models.ct2_file import read_model
     from .encoder import WhisperEncoder
     from .evaluate import load_exported_head
     from .phones import SYMBOLS
@@ -162,18 +161,13 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
         p.requires_grad = False
     radius = head_radius(head)
     src = default_encoder_path(encoder_name)
+    ct2 = _folder_encoder(head_folder, meta, src)  # one line for a weights file that is not safetensors or does not fit
     tuned_ids: set[int] = set()  # layers the folder's encoder has tuned already: the run goes on from them
     if "weights" in meta["backbone"]:
         from safetensors import safe_open
 
-        from ..models.whisper import tuned_model
-
-        weights = head_folder / meta["backbone"]["weights"]
-        ct2 = tuned_model(weights, src)  # one line for a file that is not safetensors or does not fit
-        with safe_open(str(weights), "np") as f:
+        with safe_open(str(head_folder / meta["backbone"]["weights"]), "np") as f:
             tuned_ids = {int(m.group(1)) for name in f.keys() if (m := re.match(r"encoder/layer_(\d+)/", name))}
-    else:
-        ct2 = read_model(Path(src) / "model.bin")
     encoder = WhisperEncoder.from_ct2(ct2)
     already = len(encoder.layers) - min(tuned_ids) if tuned_ids else 0
     if not 1 <= cfg.top <= len(encoder.layers) or not items:
@@ -299,17 +293,23 @@ def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     return out
 
 
-def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
-    """The variables a run tuned as they were before its first step: ``head_folder``'s encoder (its own
-    tuned file over the pinned encoder), top ``top`` layers and the final LayerNorm."""
+def _folder_encoder(head_folder: Path, meta: dict, src: str):
+    """A model folder's encoder as a CTranslate2 model: its tuned file over the pinned encoder in ``src``,
+    or the pinned one where it has none."""
     from ..models.ct2_file import read_model
     from ..models.whisper import tuned_model
+
+    weights = meta["backbone"].get("weights")
+    return tuned_model(head_folder / weights, src) if weights else read_model(Path(src) / "model.bin")
+
+
+def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
+    """The variables a run tuned as they were before its first step: ``head_folder``'s encoder, top ``top``
+    layers and the final LayerNorm."""
     from .encoder import WhisperEncoder, tuned_variables
     from .evaluate import load_exported_head
 
     _, encoder_name, _ = load_exported_head(head_folder)
     meta = json.loads((head_folder / "phonestream.json").read_text())
-    src = default_encoder_path(encoder_name)
-    weights = meta["backbone"].get("weights")
-    ct2 = tuned_model(head_folder / weights, src) if weights else read_model(Path(src) / "model.bin")
+    ct2 = _folder_encoder(head_folder, meta, default_encoder_path(encoder_name))
     return tuned_variables(WhisperEncoder.from_ct2(ct2).state_dict(), top)
