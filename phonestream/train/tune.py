@@ -147,7 +147,7 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
                  log: Callable[[str], None] = print) -> Path:
     """Tune the encoder under ``head_folder``'s head on ``items`` (resuming ``run``); returns the checkpoint."""
     from .encoder import WhisperEncoder
-    from .evaluate import load_exported_head
+    from .evaluate import encoder_weights, load_exported_head
     from .phones import SYMBOLS
     from .trainer import head_radius
 
@@ -160,13 +160,12 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     for p in head.parameters():
         p.requires_grad = False
     radius = head_radius(head)
-    src = default_encoder_path(encoder_name)
-    ct2 = _folder_encoder(head_folder, meta, src)  # one line for a weights file that is not safetensors or does not fit
+    ct2 = _folder_encoder(head_folder, encoder_name)  # one line for a corrupt or mismatched weights file
     tuned_ids: set[int] = set()  # layers the folder's encoder has tuned already: the run goes on from them
-    if "weights" in meta["backbone"]:
+    if (weights := encoder_weights(head_folder)) is not None:
         from safetensors import safe_open
 
-        with safe_open(str(head_folder / meta["backbone"]["weights"]), "np") as f:
+        with safe_open(str(weights), "np") as f:
             tuned_ids = {int(m.group(1)) for name in f.keys() if (m := re.match(r"encoder/layer_(\d+)/", name))}
     encoder = WhisperEncoder.from_ct2(ct2)
     already = len(encoder.layers) - min(tuned_ids) if tuned_ids else 0
@@ -293,14 +292,16 @@ def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     return out
 
 
-def _folder_encoder(head_folder: Path, meta: dict, src: str):
-    """A model folder's encoder as a CTranslate2 model: its tuned file over the pinned encoder in ``src``,
-    or the pinned one where it has none."""
+def _folder_encoder(folder: Path, encoder_name: str):
+    """A model folder's encoder as a CTranslate2 model: its tuned file over the pinned ``encoder_name``, or
+    the pinned one where it has none."""
     from ..models.ct2_file import read_model
     from ..models.whisper import tuned_model
+    from .evaluate import encoder_weights
 
-    weights = meta["backbone"].get("weights")
-    return tuned_model(head_folder / weights, src) if weights else read_model(Path(src) / "model.bin")
+    src = default_encoder_path(encoder_name)
+    weights = encoder_weights(folder)
+    return tuned_model(weights, src) if weights is not None else read_model(Path(src) / "model.bin")
 
 
 def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
@@ -310,6 +311,4 @@ def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
     from .evaluate import load_exported_head
 
     _, encoder_name, _ = load_exported_head(head_folder)
-    meta = json.loads((head_folder / "phonestream.json").read_text())
-    ct2 = _folder_encoder(head_folder, meta, default_encoder_path(encoder_name))
-    return tuned_variables(WhisperEncoder.from_ct2(ct2).state_dict(), top)
+    return tuned_variables(WhisperEncoder.from_ct2(_folder_encoder(head_folder, encoder_name)).state_dict(), top)
