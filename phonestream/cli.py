@@ -373,15 +373,19 @@ def lm() -> None:
               help="Fold symbols to the 39-class set before counting (AO->AA, ZH->SH).")
 @click.option("--exclude-manifest", "excludes", multiple=True, type=click.Path(),
               help="Leave out sentences found in this manifest's text column (evaluation prompts; repeatable).")
+@click.option("--prune", default=0, show_default=True, type=click.IntRange(0),
+              help="Drop n-grams of order 3 and above seen at most this often (back-off weights renormalised); "
+                   "0 keeps all.")
 @_handles_errors
-def lm_build(output, texts, dictionary_words, dictionary, order, fold, excludes) -> None:
+def lm_build(output, texts, dictionary_words, dictionary, order, fold, excludes, prune) -> None:
     """Build an ARPA phoneme LM (interpolated Kneser-Ney) into OUTPUT (.arpa or .arpa.gz)."""
     from .lm import build_from_sources, excluded_sentences, read_sentences
 
     exclude = excluded_sentences(excludes)
     if dictionary_words is None:
         dictionary_words = not texts
-    model, stats = build_from_sources(read_sentences(texts), dictionary_words, order, dictionary, exclude, fold)
+    model, stats = build_from_sources(read_sentences(texts), dictionary_words, order, dictionary, exclude, fold,
+                                      prune)
     model.write_arpa(output)
     counts = model.ngram_counts()
     click.echo(f"phonestream: wrote {output}: order {order}, {len(model.symbols)} symbols, n-grams "

