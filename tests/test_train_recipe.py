@@ -383,3 +383,56 @@ def test_held_out_sets_clean_or_augmented_and_per_tail(tmp_path, speechlike, mon
     assert sorted(p.name.split("-")[0] for p in (work / "eval-cache-tail300").glob("*.npz")) == [
         "fsdddev", "synthclean"]
     assert not np.array_equal(tailed[("synthclean", None)].states, clean[("synthclean", None)].states)
+
+
+def test_encoder_weights_go_from_cache_to_the_exported_model(tmp_path, speechlike, monkeypatch):
+    """``--encoder-weights`` (a tuned encoder, here the shipped model's): the cache stage streams through that
+    encoder into a folder of its own, the fit records the file and its hash, export ships it beside the head
+    and the folder loads with it; a file that changed after the fit, or one that is not an encoder's
+    variables, is a one-line error."""
+    from phonestream.models import DEFAULT_MODEL_DIR
+    from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone
+    from phonestream.train import pipeline
+    from phonestream.train.__main__ import recipe
+    from phonestream.train.evaluate import is_synth_dev
+
+    monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "enc-cache"))
+    shipped = DEFAULT_MODEL_DIR / ENCODER_WEIGHTS_FILE
+    weights = tmp_path / "tuned.safetensors"
+    shutil.copyfile(shipped, weights)
+    clips = _clips(tmp_path, speechlike)
+    work = tmp_path / "work"
+    (work / "synth").mkdir(parents=True)
+    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))
+    (work / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
+        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
+    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[1:2])
+    assert recipe(["cache", "--work", str(work), "--copies", "1", "--workers", "1",
+                   "--encoder-weights", str(weights)]) == 0
+    cache = pipeline.cache_folder(work, weights=weights)
+    assert cache.name.startswith("cache-tuned") and not (work / "cache").exists()
+    tuned = load_states([cache / "synth-r1-copy0-part0of1.npz"])
+    by_hand = tmp_path / "by-hand.npz"  # the same draws through the tuned backbone by hand
+    cache_shard(WhisperBackbone(threads=1, weights=weights), pipeline.synth_items(work, held_out=False), by_hand,
+                seed=0, log_every=0)
+    np.testing.assert_array_equal(tuned.states, load_states([by_hand]).states)
+    pinned = tmp_path / "pinned.npz"
+    cache_shard(WhisperBackbone(threads=1), pipeline.synth_items(work, held_out=False), pinned, seed=0, log_every=0)
+    assert not np.allclose(tuned.states, load_states([pinned]).states, atol=1e-2)  # other states: other encoder
+
+    cfg = TrainConfig(head={"type": "conv", "hidden": 16, "kernel": 3, "layers": 1}, max_epochs=1, eval_every=10**6,
+                      encoder_weights=str(weights), encoder_weights_sha256=pipeline.file_sha256(weights))
+    train_head(tuned, list(SYMBOLS), tmp_path / "run", cfg, 384, None, lambda m: None)
+    out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
+    assert json.loads((out / "phonestream.json").read_text())["backbone"]["weights"] == ENCODER_WEIGHTS_FILE
+    assert (out / ENCODER_WEIGHTS_FILE).read_bytes() == shipped.read_bytes()
+    model = load_model(str(out))
+    assert model.backbone.weights is not None
+    np.testing.assert_array_equal(model.backbone.encode_batch([speechlike[:16000]])[0],
+                                  WhisperBackbone(threads=1, weights=weights).encode_batch([speechlike[:16000]])[0])
+    weights.write_bytes(b"changed")
+    with pytest.raises(TrainError, match="have changed since"):
+        export_model(tmp_path / "run" / "last.pt", tmp_path / "model2", StreamingDefaults(640, 1280, 320))
+    with pytest.raises(TrainError, match="--encoder-weights .*not a safetensors file"):
+        recipe(["cache", "--work", str(work), "--encoder-weights", str(weights)])

@@ -49,14 +49,15 @@ def _head_spec(kind: str) -> dict:
     return parse_head(kind)
 
 
-def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en", tail_ms: int = 0):
+def _eval_sets(work: Path, full: bool, configs, encoder: str = "tiny.en", tail_ms: int = 0,
+               weights: Path | None = None):
     """The reported real-speech sets (fraser_arctic, FSDD test): for ``eval`` only, never for selection."""
     from ..models.whisper import WhisperBackbone
     from .evaluate import eval_states, fraser_items, fsdd_items
     from .pipeline import cache_folder
 
-    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms)
-    cache = cache_folder(work, encoder, "eval-cache", tail_ms)
+    bb = WhisperBackbone(threads=1, encoder=encoder, tail_ms=tail_ms, weights=weights)
+    cache = cache_folder(work, encoder, "eval-cache", tail_ms, weights)
     sets = {}
     fr = ("fraser", fraser_items(limit=None)) if full else ("fraser150", fraser_items())
     for name, items in (fr, ("fsddtest", fsdd_items())):
@@ -147,6 +148,9 @@ def recipe(argv: list[str] | None = None) -> int:
     p.add_argument("--distill", type=float, default=0.0,
                    help="fit: weight of the KL to the cached teacher's offline posteriors (0: CTC only); tune: "
                         "of the distance to the --init folder's own offline encoder states of each utterance")
+    p.add_argument("--encoder-weights", type=Path, default=None,
+                   help="cache/fit: a fine-tuned encoder's variables (train tune's encoder.safetensors) to run "
+                        "instead of the pinned encoder; export ships them beside the head")
     p.add_argument("--ctc-weight", type=float, default=1.0,
                    help="tune: weight of the CTC loss (0 with --distill: the offline states alone)")
     p.add_argument("--minutes", type=float, default=12.0, help="training time budget")
@@ -204,8 +208,9 @@ def recipe(argv: list[str] | None = None) -> int:
 
         load_exported_head(init)  # a folder whose head this recipe cannot train fails now, in one line
     encoder = ENCODERS[args.encoder]
-    spec, cache = backbone_config(encoder.name, args.tail_ms), pipeline.cache_folder(work, encoder.name, "cache",
-                                                                                      args.tail_ms)
+    weights = pipeline.check_encoder_weights(args.encoder_weights, encoder.name) if args.encoder_weights else None
+    spec = {**backbone_config(encoder.name, args.tail_ms), **({"weights": str(weights)} if weights else {})}
+    cache = pipeline.cache_folder(work, encoder.name, "cache", args.tail_ms, weights)
     if args.stage == "fit" and not _shards(cache):  # before any log is made
         from .cli import TrainError
 
@@ -256,11 +261,13 @@ def recipe(argv: list[str] | None = None) -> int:
         data = load_states(shards, teacher=args.distill > 0)
         hours = int(data.frames.sum()) * WhisperBackbone.frame_stride / WhisperBackbone.sample_rate / 3600
         log(f"training on {len(shards)} shards: {len(data.ids)} utterances, {hours:.2f} h")
-        sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name, tail_ms=args.tail_ms)
+        sets = _dev_sets(work, [*EVAL_CONFIGS, None], encoder.name, tail_ms=args.tail_ms, weights=weights)
         cfg = TrainConfig(head=_head_spec(args.head), lr=args.lr or 3e-3, max_minutes=args.minutes,
                           max_epochs=args.epochs, seed=args.seed, threads=args.threads, encoder=encoder.name,
                           tail_ms=args.tail_ms,
-                          init=str(init) if init else None, distill=args.distill)
+                          init=str(init) if init else None, distill=args.distill,
+                          encoder_weights=str(weights) if weights else None,
+                          encoder_weights_sha256=pipeline.file_sha256(weights) if weights else None)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch
@@ -273,8 +280,9 @@ def recipe(argv: list[str] | None = None) -> int:
         head.load_state_dict(saved["head"])
         head.eval()
         configs = [DEFAULT_STREAMING, LOW_LATENCY, ACCURATE, (960, 1280, 320), None]
-        res = _scorer(_eval_sets(work, args.full, configs, trained_on.name, saved["config"].get("tail_ms", 0)),
-                      symbols)(head)
+        tuned = pipeline.trained_encoder_weights(saved["config"])
+        res = _scorer(_eval_sets(work, args.full, configs, trained_on.name, saved["config"].get("tail_ms", 0),
+                                 tuned), symbols)(head)
         log(json.dumps(res))
     if args.stage in ("all", "export"):
         ckpt = work / "runs" / args.run / f"{args.checkpoint}.pt"

@@ -329,6 +329,11 @@ def _recipe_options(func: Callable) -> Callable:
                           "streamed ones, added to the CTC loss (needs a cache made with --teacher). tune: weight "
                           "of the distance from --init's own offline encoder states of each augmented utterance "
                           "to the streamed windows' states (no cache)."),
+        click.option("--encoder-weights", default=None,
+                     type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="cache/fit: a fine-tuned encoder's variables (the encoder.safetensors train tune writes, "
+                          "e.g. phonestream/default_model's) instead of the pinned encoder: the head learns the "
+                          "states that encoder gives, and export ships the file beside it."),
         click.option("--ctc-weight", default=1.0, show_default=True, type=click.FloatRange(0),
                      help="tune: weight of the CTC loss on the recipe's labels (0 with --distill: the offline "
                           "states alone, no labels)."),
@@ -375,9 +380,11 @@ _DETAILS = {
     "data": "espeak-ng, flite, festival, Piper and (rounds 3-5) Kokoro voices (scripts/install-train-deps.sh); "
             "--rounds, --workers.",
     "cache": "Augmented, streamed Whisper encoder states of WORK/synth and the FSDD training takes into "
-             "WORK/cache; --copies, --fsdd-copies, --round-copies, --rounds, --windows, --teacher, --workers.",
+             "WORK/cache (WORK/cache-tuned<sha> with --encoder-weights); --copies, --fsdd-copies, --round-copies, "
+             "--rounds, --windows, --teacher, --encoder-weights, --workers.",
     "fit": "Trains WORK/runs/RUN (resumed if it exists), choosing checkpoints on held-out synthetic speech and "
-           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed, --init, --distill.",
+           "FSDD takes 45-49; --head, --minutes, --epochs, --lr, --threads, --seed, --init, --distill, "
+           "--encoder-weights.",
     "eval": "fraser_arctic (150 utterances, --full: all) and the FSDD test split at several window settings; "
             "--checkpoint.",
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "

@@ -24,7 +24,7 @@ from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
-from ..models.whisper import ENCODERS, WhisperBackbone, backbone_config
+from ..models.whisper import ENCODER_WEIGHTS_FILE, ENCODERS, WhisperBackbone, backbone_config
 from .evaluate import SHARED, encoder_weights, load_exported_head
 from .phones import SYMBOLS
 from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
@@ -151,6 +151,43 @@ def _cache_worker(args) -> str:
     return out
 
 
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_encoder_weights(path: Path, encoder: str = "tiny.en") -> Path:
+    """``--encoder-weights``: the absolute path of a fine-tuned encoder's variables file, checked to load into
+    ``encoder`` (one-line :class:`~.cli.TrainError` otherwise), so a cache is not started on a wrong file."""
+    from ..models.base import ModelError
+    from ..models.whisper import default_encoder_path, tuned_model
+    from .cli import TrainError
+
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise TrainError(f"--encoder-weights {path}: no such file")
+    try:
+        tuned_model(path, default_encoder_path(encoder))
+    except ModelError as err:
+        raise TrainError(f"--encoder-weights {path}: {err}") from None
+    return path
+
+
+def trained_encoder_weights(config: dict) -> Path | None:
+    """The tuned encoder file a head's training config names (None: the pinned encoder), checked to be the
+    file the head was trained on."""
+    from .cli import TrainError
+
+    if not config.get("encoder_weights"):
+        return None
+    path = Path(config["encoder_weights"])
+    if not path.is_file() or file_sha256(path) != config.get("encoder_weights_sha256"):
+        raise TrainError(f"the head was trained on the encoder variables in {path}, which are missing or have "
+                         "changed since (sha256 differs)")
+    return path
+
+
 def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail_ms: int = 0,
                  weights: Path | None = None) -> Path:
     """Where the states of ``encoder`` with a ``tail_ms`` silent tail are kept: WORK/KIND for tiny.en (the
@@ -215,16 +252,21 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
     encoder = ENCODERS[saved["config"].get("encoder", "tiny.en")]
-    if backbone_spec is None:  # the Whisper encoder (and its tail) the head was trained on
+    tuned = trained_encoder_weights(saved["config"]) if backbone_spec is None else None
+    if backbone_spec is None:  # the Whisper encoder (and its tail, its tuned layers) the head was trained on
         backbone_spec, dim = backbone_config(encoder.name, saved["config"].get("tail_ms", 0)), encoder.dim
+        if tuned is not None:
+            backbone_spec = {**backbone_spec, "weights": ENCODER_WEIGHTS_FILE}
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
     head = head.eval()
     if out_dir.exists():
-        for f in (MODEL_FILE, HEAD_FILE, VOCAB_FILE):
+        for f in (MODEL_FILE, HEAD_FILE, VOCAB_FILE, ENCODER_WEIGHTS_FILE):
             (out_dir / f).unlink(missing_ok=True)
     save_model_folder(out_dir, backbone_spec, to_inference(head), Vocabulary(tuple(symbols), 0), streaming,
                       training=extra_meta, check_threshold=check_threshold)
+    if tuned is not None:
+        shutil.copyfile(tuned, out_dir / ENCODER_WEIGHTS_FILE)
     if backbone_spec["type"] in WHISPER_ENCODERS and NOTICE_DIR.exists():
         for f in NOTICE_DIR.iterdir():
             shutil.copy(f, out_dir / f.name)

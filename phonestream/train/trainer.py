@@ -189,6 +189,10 @@ class TrainConfig:
     tail_ms: int = 0  # ... and the silent tail appended to its windows (models.whisper)
     init: str | None = None  # a checkpoint (.pt) or model folder whose head starts the run (fine-tuning)
     distill: float = 0.0  # weight of the KL to the cached teacher's offline posteriors (0: CTC only)
+    #: fine-tuned encoder variables (``train tune``'s encoder.safetensors) the states came through, and their
+    #: sha256: ``export`` ships that file beside the head, and refuses one that changed since
+    encoder_weights: str | None = None
+    encoder_weights_sha256: str | None = None
 
 
 def load_init(path: Path) -> tuple[dict[str, torch.Tensor], dict, str]:
