@@ -29,6 +29,22 @@ def _clips(folder: Path, speechlike: np.ndarray) -> list[Item]:
     return items
 
 
+def _one_clip_work(tmp_path: Path, speechlike: np.ndarray, monkeypatch) -> Path:
+    """A work folder whose synthetic set is one training clip and whose FSDD training set is another."""
+    from phonestream.train import pipeline
+    from phonestream.train.evaluate import is_synth_dev
+
+    clips = _clips(tmp_path, speechlike)
+    work = tmp_path / "work"
+    (work / "synth").mkdir(parents=True)
+    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))
+    (work / "synth" / "manifest.tsv").write_text(
+        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
+        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
+    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[1:2])
+    return work
+
+
 @pytest.mark.parametrize("encoder", ["tiny.en", "base"])
 def test_whisper_recipe_one_step_export_and_load(tmp_path, speechlike, encoder, monkeypatch):
     """Either Whisper encoder: the exported folder names the encoder its head was trained on."""
@@ -315,16 +331,9 @@ def test_a_silent_tail_goes_from_cache_to_the_exported_model(tmp_path, speechlik
     from phonestream.models.whisper import WhisperBackbone
     from phonestream.train import pipeline
     from phonestream.train.__main__ import recipe
-    from phonestream.train.evaluate import is_synth_dev, load_exported_head
+    from phonestream.train.evaluate import load_exported_head
 
-    clips = _clips(tmp_path, speechlike)
-    work = tmp_path / "work"
-    (work / "synth").mkdir(parents=True)
-    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))
-    (work / "synth" / "manifest.tsv").write_text(
-        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
-        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
-    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[1:2])
+    work = _one_clip_work(tmp_path, speechlike, monkeypatch)
     assert recipe(["cache", "--work", str(work), "--copies", "1", "--workers", "1", "--tail-ms", "300"]) == 0
     assert not (work / "cache").exists()
     assert sorted(p.name for p in (work / "cache-tail300").glob("*.npz")) == [
@@ -394,20 +403,12 @@ def test_encoder_weights_go_from_cache_to_the_exported_model(tmp_path, speechlik
     from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone
     from phonestream.train import pipeline
     from phonestream.train.__main__ import recipe
-    from phonestream.train.evaluate import is_synth_dev
 
     monkeypatch.setenv("PHONESTREAM_CACHE", str(tmp_path / "enc-cache"))
     shipped = DEFAULT_MODEL_DIR / ENCODER_WEIGHTS_FILE
     weights = tmp_path / "tuned.safetensors"
     shutil.copyfile(shipped, weights)
-    clips = _clips(tmp_path, speechlike)
-    work = tmp_path / "work"
-    (work / "synth").mkdir(parents=True)
-    uid = next(u for u in (f"espeak-{i:05d}" for i in range(40)) if not is_synth_dev(u))
-    (work / "synth" / "manifest.tsv").write_text(
-        "id\taudio\tduration_s\tsource\tvoice\ttext\tphones\n"
-        f"{uid}\t{Path(clips[0].path).resolve()}\t1.0\tespeak\tv\tt\t{clips[0].phones}\n")
-    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda root=None: clips[1:2])
+    work = _one_clip_work(tmp_path, speechlike, monkeypatch)
     assert recipe(["cache", "--work", str(work), "--copies", "1", "--workers", "1",
                    "--encoder-weights", str(weights)]) == 0
     cache = pipeline.cache_folder(work, weights=weights)
