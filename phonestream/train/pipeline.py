@@ -152,6 +152,7 @@ def _cache_worker(args) -> str:
 
 
 def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file (a tuned encoder's variables: names its cache folders, checked at export)."""
     import hashlib
 
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -194,9 +195,7 @@ def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail
     default encoder) without a tail, else WORK/KIND[-ENCODER][-tailMS]; ``kind`` is ``cache`` (training) or
     ``eval-cache`` (held-out and reported sets). An encoder with fine-tuned ``weights`` (``train tune``)
     adds ``-tuned`` and the first 12 hex digits of the file's sha256."""
-    import hashlib
-
-    tuned = "" if weights is None else "-tuned" + hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:12]
+    tuned = "" if weights is None else "-tuned" + file_sha256(weights)[:12]
     return work / (kind + ("" if encoder == "tiny.en" else f"-{encoder}") + (f"-tail{tail_ms}" if tail_ms else "")
                    + tuned)
 
