@@ -178,7 +178,6 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     params = encoder.tunable(cfg.top)
     frozen = len(encoder.layers) - cfg.top
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    windows_of = WhisperBackbone(threads=1, encoder=encoder_name)  # the streamer cuts windows by its frames
     if cfg.ctc <= 0 and cfg.distill <= 0:
         raise TrainError("tune needs a loss: a CTC weight above 0, --distill above 0, or both")
     teacher = None
@@ -187,6 +186,8 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
 
         # the folder's encoder as it was before any step, in int8 as inference runs it
         teacher = load_backbone(meta["backbone"], base=head_folder, threads=1)
+    # the streamer cuts windows by a backbone's frames: the teacher's, else a pinned one (same geometry)
+    windows_of = teacher if teacher is not None else WhisperBackbone(threads=1, encoder=encoder_name)
     presets = window_draws(meta["streaming"])
     vocab_index = {s: i for i, s in enumerate(SYMBOLS)}
     order = np.concatenate([np.random.default_rng([cfg.seed, p]).permutation(len(items)) for p in range(cfg.passes)])
@@ -271,7 +272,7 @@ def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     head_folder = Path(state["head_folder"])
     variables = tuned_variables(state["encoder"], state["config"]["top"])
     if init_weight > 0:
-        start = _start_variables(head_folder, state["config"]["top"])
+        start = _start_variables(head_folder, state["encoder_name"], state["config"]["top"])
         variables = {name: (init_weight * start[name].astype(np.float32)
                             + (1 - init_weight) * v.astype(np.float32)).astype(np.float16)
                      for name, v in variables.items()}
@@ -304,11 +305,9 @@ def _folder_encoder(folder: Path, encoder_name: str):
     return tuned_model(weights, src) if weights is not None else read_model(Path(src) / "model.bin")
 
 
-def _start_variables(head_folder: Path, top: int) -> dict[str, np.ndarray]:
-    """The variables a run tuned as they were before its first step: ``head_folder``'s encoder, top ``top``
-    layers and the final LayerNorm."""
+def _start_variables(head_folder: Path, encoder_name: str, top: int) -> dict[str, np.ndarray]:
+    """The variables a run tuned as they were before its first step: ``head_folder``'s encoder (Whisper
+    ``encoder_name``, as the run's checkpoint records it), top ``top`` layers and the final LayerNorm."""
     from .encoder import WhisperEncoder, tuned_variables
-    from .evaluate import load_exported_head
 
-    _, encoder_name, _ = load_exported_head(head_folder)
     return tuned_variables(WhisperEncoder.from_ct2(_folder_encoder(head_folder, encoder_name)).state_dict(), top)
