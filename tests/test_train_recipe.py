@@ -400,7 +400,7 @@ def test_encoder_weights_go_from_cache_to_the_exported_model(tmp_path, speechlik
     and the folder loads with it; a file that changed after the fit, or one that is not an encoder's
     variables, is a one-line error."""
     from phonestream.models import DEFAULT_MODEL_DIR
-    from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone
+    from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, WhisperBackbone, weights_digest
     from phonestream.train import pipeline
     from phonestream.train.__main__ import recipe
 
@@ -423,7 +423,7 @@ def test_encoder_weights_go_from_cache_to_the_exported_model(tmp_path, speechlik
     assert not np.allclose(tuned.states, load_states([pinned]).states, atol=1e-2)  # other states: other encoder
 
     cfg = TrainConfig(head={"type": "conv", "hidden": 16, "kernel": 3, "layers": 1}, max_epochs=1, eval_every=10**6,
-                      encoder_weights=str(weights), encoder_weights_sha256=pipeline.file_sha256(weights))
+                      encoder_weights=str(weights), encoder_weights_sha256=weights_digest(weights))
     train_head(tuned, list(SYMBOLS), tmp_path / "run", cfg, 384, None, lambda m: None)
     out = export_model(tmp_path / "run" / "last.pt", tmp_path / "model", StreamingDefaults(640, 1280, 320))
     assert json.loads((out / "phonestream.json").read_text())["backbone"]["weights"] == ENCODER_WEIGHTS_FILE

@@ -247,7 +247,7 @@ def tuned_encoder_path(weights: str | Path, encoder: str = "tiny.en") -> str:
 
     from .ct2_file import write_model
 
-    digest = _weights_digest(weights)
+    digest = weights_digest(weights)
     src = default_encoder_path(encoder)
     verify_encoder(src, encoder)
     out = cache_dir() / f"whisper-{encoder}-tuned-{digest[:16]}"
@@ -284,7 +284,7 @@ def tuned_encoder_files(weights: str | Path, encoder: str = "tiny.en") -> dict[s
 
     from .ct2_file import dump_model
 
-    _weights_digest(weights)  # its one-line error for a missing file
+    weights_digest(weights)  # its one-line error for a missing file
     src = default_encoder_path(encoder)
     verify_encoder(src, encoder)
     buf = io.BytesIO()
@@ -297,7 +297,12 @@ def _beside_model_bin(src: str) -> list[Path]:
     return [f for f in Path(src).iterdir() if f.name != "model.bin" and f.is_file()]
 
 
-def _weights_digest(weights: str | Path) -> str:
+def weights_digest(weights: str | Path) -> str:
+    """Hex sha256 of a tuned encoder's variables file: names its cache folders (here and in the training
+    recipe) and is what a head trained on it records.
+
+    Raises:
+        ModelError: the file cannot be read (one line)."""
     import hashlib
 
     try:

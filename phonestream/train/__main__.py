@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from ..models.base import StreamingDefaults
-from ..models.whisper import ENCODERS, backbone_config
+from ..models.whisper import ENCODERS, backbone_config, weights_digest
 
 DEFAULT_WORK = Path("phonestream-work")  # under the current folder, as in phonestream train
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "default_model"
@@ -267,7 +267,7 @@ def recipe(argv: list[str] | None = None) -> int:
                           tail_ms=args.tail_ms,
                           init=str(init) if init else None, distill=args.distill,
                           encoder_weights=str(weights) if weights else None,
-                          encoder_weights_sha256=pipeline.file_sha256(weights) if weights else None)
+                          encoder_weights_sha256=weights_digest(weights) if weights else None)
         train_head(data, symbols, work / "runs" / args.run, cfg, encoder.dim, _scorer(sets, symbols), log)
     if args.stage == "eval":
         import torch

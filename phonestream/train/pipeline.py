@@ -24,7 +24,7 @@ from ..models.base import StreamingDefaults, Vocabulary
 from ..models.torch_heads import build_head, to_inference
 from ..models.whisper import BY_CONFIG_KEY as WHISPER_ENCODERS
 from ..models.whisper import CONFIG_KEY as WHISPER_KEY
-from ..models.whisper import ENCODER_WEIGHTS_FILE, ENCODERS, WhisperBackbone, backbone_config
+from ..models.whisper import ENCODER_WEIGHTS_FILE, ENCODERS, WhisperBackbone, backbone_config, weights_digest
 from .evaluate import SHARED, encoder_weights, load_exported_head
 from .phones import SYMBOLS
 from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
@@ -151,13 +151,6 @@ def _cache_worker(args) -> str:
     return out
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (a tuned encoder's variables: names its cache folders, checked at export)."""
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def check_encoder_weights(path: Path, encoder: str = "tiny.en") -> Path:
     """``--encoder-weights``: the absolute path of a fine-tuned encoder's variables file, checked to load into
     ``encoder`` (one-line :class:`~.cli.TrainError` otherwise), so a cache is not started on a wrong file."""
@@ -183,7 +176,7 @@ def trained_encoder_weights(config: dict) -> Path | None:
     if not config.get("encoder_weights"):
         return None
     path = Path(config["encoder_weights"])
-    if not path.is_file() or file_sha256(path) != config.get("encoder_weights_sha256"):
+    if not path.is_file() or weights_digest(path) != config.get("encoder_weights_sha256"):
         raise TrainError(f"the head was trained on the encoder variables in {path}, which are missing or have "
                          "changed since (sha256 differs)")
     return path
@@ -195,7 +188,7 @@ def cache_folder(work: Path, encoder: str = "tiny.en", kind: str = "cache", tail
     default encoder) without a tail, else WORK/KIND[-ENCODER][-tailMS]; ``kind`` is ``cache`` (training) or
     ``eval-cache`` (held-out and reported sets). An encoder with fine-tuned ``weights`` (``train tune``)
     adds ``-tuned`` and the first 12 hex digits of the file's sha256."""
-    tuned = "" if weights is None else "-tuned" + file_sha256(weights)[:12]
+    tuned = "" if weights is None else "-tuned" + weights_digest(weights)[:12]
     return work / (kind + ("" if encoder == "tiny.en" else f"-{encoder}") + (f"-tail{tail_ms}" if tail_ms else "")
                    + tuned)
 
@@ -251,10 +244,10 @@ def export_model(head_ckpt: Path, out_dir: Path, streaming: StreamingDefaults,
     spec = saved["config"]["head"]
     symbols = symbols or list(SYMBOLS)
     encoder = ENCODERS[saved["config"].get("encoder", "tiny.en")]
-    tuned = trained_encoder_weights(saved["config"]) if backbone_spec is None else None
+    tuned = None
     if backbone_spec is None:  # the Whisper encoder (and its tail, its tuned layers) the head was trained on
         backbone_spec, dim = backbone_config(encoder.name, saved["config"].get("tail_ms", 0)), encoder.dim
-        if tuned is not None:
+        if (tuned := trained_encoder_weights(saved["config"])) is not None:
             backbone_spec = {**backbone_spec, "weights": ENCODER_WEIGHTS_FILE}
     head = build_head(spec, dim, len(symbols))
     head.load_state_dict(saved["head"])
