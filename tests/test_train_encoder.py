@@ -280,3 +280,39 @@ def test_state_distance_is_zero_where_windows_hear_the_whole_utterance_and_reads
     assert float(state_distance(cut, far, [whole], radius=2)) == 0.0
     far[0][11] += 1.0  # within the radius: counted
     assert float(state_distance(cut, far, [whole], radius=2)) > 0
+
+
+def test_blend_script_averages_and_extrapolates_two_folders_encoders(tmp_path, frozen_default):
+    """scripts/blend-encoders.py: w * A + (1 - w) * B per tuned variable, a folder that tuned nothing
+    contributing the pinned encoder's; different heads refused."""
+    import importlib.util
+
+    from safetensors.numpy import load_file
+
+    from phonestream.models import DEFAULT_MODEL_DIR
+
+    spec = importlib.util.spec_from_file_location("blend", Path(__file__).parents[1] / "scripts" / "blend-encoders.py")
+    blend = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blend)
+    shipped = load_file(str(Path(DEFAULT_MODEL_DIR) / ENCODER_WEIGHTS_FILE))
+    half = tmp_path / "half"
+    record = blend.blend(frozen_default, Path(DEFAULT_MODEL_DIR), 0.5, half)
+    assert record["weight"] == 0.5 and record["a"]["encoder_sha256"] is None
+    pinned = tuned_variables(WhisperEncoder.from_ct2(read_model(Path(default_encoder_path()) / "model.bin"))
+                             .state_dict(), record["top"])
+    got = load_file(str(half / ENCODER_WEIGHTS_FILE))
+    assert set(got) == set(shipped)
+    for name, v in shipped.items():
+        want = 0.5 * pinned[name].astype(np.float32) + 0.5 * v.astype(np.float32)
+        assert np.allclose(got[name].astype(np.float32), want, atol=2e-3, rtol=2e-3), name
+    back = tmp_path / "back"  # -1 x the pinned + 2 x the half-way folder: the shipped encoder again
+    blend.blend(frozen_default, half, -1.0, back)
+    again = load_file(str(back / ENCODER_WEIGHTS_FILE))
+    for name, v in shipped.items():  # float16 rounding, doubled by the weight of 2
+        assert np.allclose(again[name].astype(np.float32), v.astype(np.float32), atol=4e-3, rtol=4e-3), name
+    assert load_model(str(half)).vocab  # a loadable folder
+    other = tmp_path / "other"
+    shutil.copytree(frozen_default, other)
+    (other / "head.safetensors").write_bytes((other / "head.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(SystemExit, match="different heads"):
+        blend.blend(other, half, 0.5, tmp_path / "refused")
