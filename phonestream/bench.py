@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .audio import load_audio
-from .decoding import GreedyDecoder
+from .decoding import DEFAULT_LOOKAHEAD, GreedyDecoder
 from .engine import Recognizer
 from .metrics import stats
 from .models import random_base_model
@@ -62,7 +62,7 @@ def looped(audio: np.ndarray, total: int, piece: int) -> Iterator[np.ndarray]:
 
 def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20,
         offline: bool = True, audio: np.ndarray | None = None, decoder: str = "auto",
-        lookahead: bool = False) -> dict[str, Any]:
+        lookahead: bool = DEFAULT_LOOKAHEAD) -> dict[str, Any]:
     """Stream ``seconds`` of audio as fast as possible with ``decoder`` (``auto``, ``greedy``, ``beam``;
     ``lookahead``: the beam's lookahead commit); returns the stream summary and memory figures.
 
@@ -113,7 +113,7 @@ class _Outbox:
 
 def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: float = 20.0, decoder: str = "auto",
                 feed_ms: int = 20, max_batch: int = 64, max_wait_ms: float = 10.0,
-                audio: np.ndarray | None = None, lookahead: bool = False) -> dict[str, Any]:
+                audio: np.ndarray | None = None, lookahead: bool = DEFAULT_LOOKAHEAD) -> dict[str, Any]:
     """``streams`` real-time streams of ``seconds`` each through one :class:`BatchScheduler`, as the server
     runs them; returns one row of figures.
 
@@ -134,7 +134,7 @@ def run_streams(model: CTCModel, config: StreamConfig, streams: int, seconds: fl
 
 def run_streams_processes(load: Callable[[], CTCModel], config: StreamConfig, streams: int, processes: int,
                           seconds: float = 20.0, decoder: str = "auto", feed_ms: int = 20, max_batch: int = 64,
-                          max_wait_ms: float = 10.0, lookahead: bool = False) -> dict[str, Any]:
+                          max_wait_ms: float = 10.0, lookahead: bool = DEFAULT_LOOKAHEAD) -> dict[str, Any]:
     """:func:`run_streams` split over ``processes`` processes, as ``phonestream serve --workers`` splits its
     connections (phonestream/workers.py): each process loads its own model with ``load`` (picklable: a
     module-level function or a ``functools.partial``) and carries an equal share of the streams (a
@@ -164,7 +164,7 @@ def _load_and_run_part(load: Callable[[], CTCModel], *args: Any) -> dict[str, An
 
 def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, total_streams: int, seconds: float,
               decoder: str, feed_ms: int, max_batch: int, max_wait_ms: float,
-              audio: np.ndarray | None = None, lookahead: bool = False) -> dict[str, Any]:
+              audio: np.ndarray | None = None, lookahead: bool = DEFAULT_LOOKAHEAD) -> dict[str, Any]:
     """Streams ``first .. first + streams - 1`` of ``total_streams`` through one scheduler: the raw
     figures :func:`_row` reduces."""
     if streams < 1:
@@ -217,9 +217,10 @@ def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, t
         boxes, flowing, during = asyncio.run(main())
     finally:
         scheduler.stop()
+    kind = recognizer.decoder_config().kind  # greedy has no lookahead commit to name
     return {**_outcomes(boxes, seconds, starts), "flowing": flowing, "during": during,
             "model": model.description,
-            "decoder": recognizer.decoder_config().kind + ("+lookahead" if lookahead else "")}
+            "decoder": kind + ("+lookahead" if lookahead and kind == "beam" else "")}
 
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:

@@ -432,7 +432,8 @@ def _stderr():
 @click.option("--right-ms", default=None, type=int, help="Lookahead per step (overrides --config's).")
 @click.option("--decoder", default="auto", type=click.Choice(["auto", "greedy", "beam"]), show_default=True,
               help="As for stream: auto is beam search with the model's LM when it has one, else greedy.")
-@click.option("--lookahead", is_flag=True, help="As for stream: the beam's commits read the right context too.")
+@click.option("--lookahead/--no-lookahead", default=DEFAULT_LOOKAHEAD, show_default=True,
+              help="As for stream: the beam's commits read the right context too.")
 @click.option("--streams", "streams_", default=None,
               help="N real-time streams through the server's batching scheduler, in process (e.g. 100,500,1000): "
               "windows per second, worker busy share, lag, whether they keep up.")

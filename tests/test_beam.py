@@ -190,7 +190,12 @@ def test_recognizer_streams_with_beam_and_lm(tiny_model, speechlike, tmp_path):
     assert phonemes and any(isinstance(e, Partial) for e in events)
     summary = events[-1].metrics
     assert summary["decoder"].startswith("beam 4 + LM lm.arpa")
-    assert "lookahead" not in summary["decoder"]
+    assert summary["decoder"].endswith(", lookahead commit")  # on by default
+    off = rec.stream(lookahead=False)
+    assert not off.decoder.lookahead
+    for i in range(0, 16000, 1600):
+        off.accept(speechlike[i : i + 1600])
+    assert "lookahead" not in off.finish()[-1].metrics["decoder"]
     # the lookahead commit, per stream or for the recognizer: the same stream, nothing retracted or reordered
     for ahead in (rec.stream(lookahead=True), Recognizer(tiny_model, StreamConfig(160, 320, 160), decoder="beam",
                                                          lm=str(path), lookahead=True).stream()):

@@ -111,7 +111,8 @@ def test_heldout_posteriors_are_the_streamers_and_two_heads_average_as_probabili
 def test_block_replay_commits_what_a_stream_commits(tiny_model, speechlike, tmp_path, chunk_ms):
     """scripts/tune-decoder-heldout.py scores decoder settings by replaying streamed posteriors in the
     blocks the cache keeps (each window's final frames, from stream_windows): that must commit exactly the
-    phonemes a live stream with the same beam search and LM commits (endpointing off, as the tuner has it)."""
+    phonemes a live stream with the same beam search and LM commits (endpointing off, as the tuner has it;
+    the final-frames commit rule, since the cache keeps no lookahead frames to search)."""
     from phonestream.beam import BeamDecoder
     from phonestream.engine import Recognizer
     from phonestream.events import Phoneme
@@ -122,7 +123,7 @@ def test_block_replay_commits_what_a_stream_commits(tiny_model, speechlike, tmp_
     lm = build_kneser_ney([["AA", "B", "K", "S"], ["S", "AA", "B"]] * 5, order=3)
     lm.write_arpa(tmp_path / "lm.arpa")
     rec = Recognizer(tiny_model, StreamConfig(chunk_ms, 640, 160), decoder="beam", beam=4, lm=str(tmp_path / "lm.arpa"),
-                     lm_weight=0.3, insertion_bonus=1.0, endpoint=False)
+                     lm_weight=0.3, insertion_bonus=1.0, endpoint=False, lookahead=False)
     stream = rec.stream(partials=False)
     record: list = []
     stream.recorder = record

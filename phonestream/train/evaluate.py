@@ -148,7 +148,8 @@ def replay_in_blocks(decoder, log_probs: np.ndarray, block_frames) -> list[str]:
     :class:`~phonestream.beam.BeamDecoder`) commits from one utterance's streamed posteriors fed in the
     streamer's blocks: ``block_frames`` is each step's count of final frames, as the cache keeps them
     (``States.seg_kept`` of the utterance's segments, from :func:`.states.stream_windows`). No endpointing
-    (the held-out settings tuner, ``scripts/tune-decoder-heldout.py``)."""
+    (the held-out settings tuner, ``scripts/tune-decoder-heldout.py``), and no lookahead frames: a live
+    stream with the lookahead commit off commits the same (``scripts/commit-heldout.py`` scores it on)."""
     from ..streaming import FrameBlock
 
     out: list[str] = []
