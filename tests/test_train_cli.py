@@ -147,6 +147,7 @@ def test_bad_arguments_are_one_line_and_exit_2(args, needle, tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("phonestream: error: "), r.stderr
     assert needle in lines[0] and "Traceback" not in r.output
+    assert not Path("no-such-work").exists()  # a stage refused on its arguments makes no work folder
 
 
 def test_custom_set_up_errors_are_one_line(data, tiny_encoder_dir):

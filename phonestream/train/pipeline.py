@@ -43,11 +43,13 @@ NOTICE_DIR = Path(__file__).resolve().parent / "notice"
 
 
 def log_to(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A logger printing each line and appending it to ``path``; the folder is made at the first line, so a
+    stage that fails on its arguments leaves no work folder behind."""
 
     def log(msg: str) -> None:
         line = f"{time.strftime('%H:%M:%S')} {msg}"
         print(line, flush=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as fh:
             fh.write(line + "\n")
 
