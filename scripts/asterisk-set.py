@@ -2,8 +2,9 @@
 """A real-speech development set from Debian's Asterisk prompts: one US English speaker, never reported.
 
 Debian's ``asterisk-core-sounds-en`` packages hold the Asterisk PBX's core prompts, read by one
-professional speaker (Allison Smith, CC BY-SA 3.0) and shipped with their transcripts: 548 recordings,
-about 25 minutes, from one-word prompts ("zero", "alpha") to IVR menus. They are real recordings that
+professional speaker (Allison Smith, CC BY-SA 3.0) and shipped with their transcripts: 568 recordings,
+about 25 minutes with the silences (510 speech prompts, 17.5 min, have every word in the dictionary),
+from one-word prompts ("zero", "alpha") to IVR menus. They are real recordings that
 neither training nor the reported sets (fraser_arctic, the FSDD test split) contain, so choices can be
 checked on a real voice without touching the reported figures. This writes them as a manifest that
 ``phonestream eval`` reads (the columns of ``../shared/data``'s manifests) with 16 kHz FLAC audio:
