@@ -6,7 +6,8 @@ takes 45-49; never reported), through one streaming window. The model's posterio
 from the cached encoder states; each setting then replays them through the project's
 :class:`~phonestream.beam.BeamDecoder` in the streamer's blocks, whose sizes the cache keeps
 (``train.evaluate.replay_in_blocks``, tested against a live stream; endpointing is left out: the held-out
-utterances are single sentences or digits).
+utterances are single sentences or digits). The cache keeps no lookahead frames, so this scores the
+final-frames commit rule, not the default lookahead commit (``scripts/commit-heldout.py`` streams both).
 
 The LM to score with is given (``--lm``). The default model's LM was built from the sentences the
 synthetic speech reads, held-out ones included, so it has seen the held-out synthetic text: for
