@@ -17,17 +17,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import shutil
 import sys
 from pathlib import Path
-
-import numpy as np
-
-
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _top(folder: Path) -> int:
@@ -37,34 +29,25 @@ def _top(folder: Path) -> int:
 
 def blend(a: Path, b: Path, weight: float, out: Path, encoder_name: str = "tiny.en") -> dict:
     """Write the blended folder ``out``; the training record it adds to ``phonestream.json``."""
-    from safetensors.numpy import save_file
+    from phonestream.models.whisper import ENCODER_WEIGHTS_FILE, weights_digest
+    from phonestream.train.tune import _start_variables, weighted_sum, write_tuned_folder
 
-    from phonestream.models.whisper import ENCODER_WEIGHTS_FILE
-    from phonestream.train.tune import _start_variables
-
-    if _sha(a / "head.safetensors") != _sha(b / "head.safetensors"):
+    if (a / "head.safetensors").read_bytes() != (b / "head.safetensors").read_bytes():
         raise SystemExit(f"error: {a} and {b} have different heads; a blend of their encoders fits neither")
     top = max(_top(a), _top(b))
     if top == 0:
         raise SystemExit("error: neither folder has a tuned encoder")
-    va, vb = _start_variables(a, encoder_name, top), _start_variables(b, encoder_name, top)
-    variables = {name: (weight * va[name].astype(np.float32)
-                        + (1 - weight) * vb[name].astype(np.float32)).astype(np.float16) for name in vb}
-    out.mkdir(parents=True, exist_ok=True)
-    for f in b.iterdir():
-        if f.is_file() and f.name not in ("phonestream.json", ENCODER_WEIGHTS_FILE):
-            shutil.copyfile(f, out / f.name)
-    save_file(variables, str(out / ENCODER_WEIGHTS_FILE))
-    (out / ENCODER_WEIGHTS_FILE).chmod(0o644)
-    meta = json.loads((b / "phonestream.json").read_text())
-    meta["backbone"] = {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}
+    variables = weighted_sum(_start_variables(a, encoder_name, top), _start_variables(b, encoder_name, top), weight)
+
+    def digest(folder: Path) -> str | None:
+        return weights_digest(folder / ENCODER_WEIGHTS_FILE) if (folder / ENCODER_WEIGHTS_FILE).exists() else None
+
+    meta_a, meta = (json.loads((f / "phonestream.json").read_text()) for f in (a, b))
     record = {"top": top, "weight": weight,
-              "a": {"encoder_sha256": _sha(a / ENCODER_WEIGHTS_FILE) if (a / ENCODER_WEIGHTS_FILE).exists() else None,
-                    "encoder_tuned": json.loads((a / "phonestream.json").read_text()).get("training", {})
-                    .get("encoder_tuned")},
-              "b": {"encoder_sha256": _sha(b / ENCODER_WEIGHTS_FILE) if (b / ENCODER_WEIGHTS_FILE).exists() else None}}
+              "a": {"encoder_sha256": digest(a), "encoder_tuned": meta_a.get("training", {}).get("encoder_tuned")},
+              "b": {"encoder_sha256": digest(b)}}
     meta.setdefault("training", {})["encoder_blend"] = record
-    (out / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_tuned_folder(b, meta, variables, out)
     return record
 
 

@@ -257,6 +257,31 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
     return ckpt
 
 
+def weighted_sum(first: dict[str, np.ndarray], second: dict[str, np.ndarray],
+                 weight: float) -> dict[str, np.ndarray]:
+    """``weight * first + (1 - weight) * second`` per variable of ``second``, in float32, stored as float16
+    (as tuned files are): WiSE-FT between 0 and 1, an extrapolation along the line outside."""
+    return {name: (weight * first[name].astype(np.float32) + (1 - weight) * v.astype(np.float32)).astype(np.float16)
+            for name, v in second.items()}
+
+
+def write_tuned_folder(base: Path, meta: dict, variables: dict[str, np.ndarray], out: Path) -> Path:
+    """A model folder ``out``: ``base``'s files with ``variables`` as its ``encoder.safetensors``, named in
+    the backbone config of ``meta`` (``base``'s ``phonestream.json``, its training record as the caller
+    updated it)."""
+    from safetensors.numpy import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    for f in base.iterdir():
+        if f.is_file() and f.name not in ("phonestream.json", ENCODER_WEIGHTS_FILE):
+            shutil.copyfile(f, out / f.name)
+    save_file(variables, str(out / ENCODER_WEIGHTS_FILE))
+    umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
+    meta = {**meta, "backbone": {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}}
+    (out / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
 def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     """A model folder: the tuned run's head folder's files, with ``encoder.safetensors`` (the tuned
     variables) named in its backbone config.
@@ -264,8 +289,6 @@ def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     ``init_weight`` > 0 writes each tuned variable as ``init_weight`` times the starting folder's own (its
     tuned file over the pinned encoder) plus the rest times the run's: weight-space ensembling (WiSE-FT,
     Wortsman et al. 2022), which keeps more of what the starting encoder heard well than the run alone."""
-    from safetensors.numpy import save_file
-
     from .encoder import tuned_variables
 
     state = torch.load(ckpt, weights_only=False)
@@ -273,24 +296,14 @@ def export_tuned(ckpt: Path, out: Path, init_weight: float = 0.0) -> Path:
     variables = tuned_variables(state["encoder"], state["config"]["top"])
     if init_weight > 0:
         start = _start_variables(head_folder, state["encoder_name"], state["config"]["top"])
-        variables = {name: (init_weight * start[name].astype(np.float32)
-                            + (1 - init_weight) * v.astype(np.float32)).astype(np.float16)
-                     for name, v in variables.items()}
-    out.mkdir(parents=True, exist_ok=True)
-    for f in head_folder.iterdir():
-        if f.is_file() and f.name not in ("phonestream.json", ENCODER_WEIGHTS_FILE):
-            shutil.copyfile(f, out / f.name)
-    save_file(variables, str(out / ENCODER_WEIGHTS_FILE))
-    umask_mode(out / ENCODER_WEIGHTS_FILE)  # safetensors writes 0600; a model folder is meant to be shared
+        variables = weighted_sum(start, variables, init_weight)
     meta = json.loads((head_folder / "phonestream.json").read_text())
-    meta["backbone"] = {**meta["backbone"], "weights": ENCODER_WEIGHTS_FILE}
     earlier = meta.get("training", {}).get("encoder_tuned")  # a folder tuned before: the run went on from it
     meta["training"] = {**meta.get("training", {}), "encoder_tuned": {**state["config"], "steps": state["step"],
                                                                       **({"init_weight": init_weight}
                                                                          if init_weight > 0 else {}),
                                                                       **({"from": earlier} if earlier else {})}}
-    (out / "phonestream.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    return write_tuned_folder(head_folder, meta, variables, out)
 
 
 def _folder_encoder(folder: Path, encoder_name: str):
