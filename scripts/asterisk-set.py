@@ -33,7 +33,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 SOUNDS = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -101,22 +100,27 @@ def phones_for(name: str, text: str, dictionary: dict[str, list[str]]) -> list[s
 
 def decode(name: str, sounds: Path, out: Path, ffmpeg: str | None) -> tuple[Path, float] | None:
     """Write prompt ``name`` as 16-bit FLAC under ``out`` (16 kHz from G.722 with ffmpeg, else the 8 kHz
-    WAV); its path and duration, or None when neither file is there."""
+    WAV); its path and duration, or None when neither file is there. A file that does not decode is a
+    one-line error."""
+    import numpy as np
     import soundfile as sf
 
-    target = out / "audio" / f"{name}.flac"
-    target.parent.mkdir(parents=True, exist_ok=True)
     g722, wav = sounds / f"{name}.g722", sounds / f"{name}.wav"
     if ffmpeg and g722.is_file():
-        with tempfile.TemporaryDirectory() as tmp:
-            raw = Path(tmp) / "x.wav"
-            subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i",
-                            str(g722), "-ar", "16000", "-ac", "1", str(raw)], check=True)
-            audio, rate = sf.read(raw, dtype="int16")
+        proc = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-f", "g722", "-i",
+                               str(g722), "-ar", "16000", "-ac", "1", "-f", "s16le", "-"], capture_output=True)
+        if proc.returncode:
+            raise SystemExit(f"error: {g722}: {proc.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
+        audio, rate = np.frombuffer(proc.stdout, np.int16), 16000
     elif wav.is_file():
-        audio, rate = sf.read(wav, dtype="int16")
+        try:
+            audio, rate = sf.read(wav, dtype="int16")
+        except sf.LibsndfileError as err:
+            raise SystemExit(f"error: {wav}: {err}") from None
     else:
         return None
+    target = out / "audio" / f"{name}.flac"
+    target.parent.mkdir(parents=True, exist_ok=True)
     sf.write(target, audio, rate, subtype="PCM_16")
     return target, len(audio) / rate
 

@@ -69,3 +69,13 @@ def test_build_writes_an_eval_manifest(aset, tmp_path: Path):
 def test_missing_package_is_one_clear_error(aset, tmp_path: Path):
     with pytest.raises(SystemExit, match="asterisk-core-sounds-en"):
         aset.build(tmp_path / "out", tmp_path / "nowhere", tmp_path / "none.txt.gz")
+
+
+def test_a_recording_that_does_not_decode_is_one_clear_error(aset, tmp_path: Path):
+    sounds = tmp_path / "sounds"
+    sounds.mkdir()
+    (sounds / "auth-thankyou.wav").write_bytes(b"RIFF not really a wave file")
+    transcripts = tmp_path / "core-sounds-en.txt"
+    transcripts.write_text("auth-thankyou: Thank you.\n")
+    with pytest.raises(SystemExit, match=r"error: .*auth-thankyou\.wav: "):
+        aset.build(tmp_path / "out", sounds, transcripts, wav_only=True)
