@@ -250,6 +250,36 @@ def test_tune_with_the_offline_posteriors_alone_pulls_the_windows_towards_them(t
     assert lines == ["resuming run at step 2/2"]
 
 
+def test_tune_learns_from_audio_without_phonemes_through_the_label_free_target(tmp_path, speechlike, monkeypatch,
+                                                                                frozen_default):
+    """``tune --rounds 0 --unlabelled M``: M's rows join the items with no phonemes (no synthetic speech
+    needed), and the distillation target alone trains on them."""
+    from phonestream.train import pipeline
+    from phonestream.train.tune import TuneConfig, tune_encoder
+
+    (tmp_path / "real").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "real" / f"u{i}.flac", speechlike[i * 8000 : i * 8000 + 24000], 16000)
+    (tmp_path / "real" / "manifest.tsv").write_text("id\taudio\tspeaker\n"
+                                                    + "".join(f"u{i}\tu{i}.flac\tx\n" for i in range(3)))
+    monkeypatch.setattr(pipeline, "fsdd_train_items", lambda: [])
+    items = pipeline.tune_items(tmp_path / "no-synth", 0, 1, [tmp_path / "real" / "manifest.tsv"])
+    assert [(it.uid, it.phones, it.source) for it in items] == [(f"u{i}", "", "unlabelled:real") for i in range(3)]
+    assert Path(items[0].path) == tmp_path / "real" / "u0.flac"
+    from phonestream.train.cli import TrainError
+
+    sf.write(tmp_path / "real" / "long.flac", np.zeros(26 * 16000, np.float32), 16000)
+    (tmp_path / "real" / "long.tsv").write_text("id\taudio\nlong\tlong.flac\n")
+    with pytest.raises(TrainError, match=r"long.flac \(long\) lasts 26.0 s; tune encodes each utterance whole"):
+        pipeline.tune_items(tmp_path, 0, 1, [tmp_path / "real" / "long.tsv"])
+    lines: list[str] = []
+    cfg = TuneConfig(utterances_per_step=3, lr=1e-3, threads=1, distill=1.0, ctc=0.0)
+    state = torch.load(tune_encoder(items, frozen_default, tmp_path / "run", cfg, lines.append), weights_only=False)
+    assert state["step"] == 1 and 0 < float(lines[-1].split("loss ")[1].split()[0]) < 1
+    pinned = WhisperEncoder.from_ct2(read_model(Path(default_encoder_path()) / "model.bin")).state_dict()
+    assert not torch.equal(state["encoder"]["layers.3.fc1.weight"], pinned["layers.3.fc1.weight"])
+
+
 def test_windows_of_many_lengths_share_a_padded_pass_without_changing_a_state():
     from phonestream.train.tune import window_states
 

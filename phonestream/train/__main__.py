@@ -162,6 +162,8 @@ def recipe(argv: list[str] | None = None) -> int:
                    help="tune: weight of --init's own encoder variables averaged into the exported ones (WiSE-FT)")
     p.add_argument("--rounds", type=int, default=1,
                    help="synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)")
+    p.add_argument("--unlabelled", type=Path, action="append", default=[],
+                   help="tune: a manifest of audio without phonemes, for --distill alone (repeatable)")
     p.add_argument("--copies", type=int, default=2, help="augmented passes over the training audio to cache")
     p.add_argument("--fsdd-copies", type=int, default=None,
                    help="augmented passes over the FSDD training takes (default: --copies)")
@@ -291,14 +293,16 @@ def recipe(argv: list[str] | None = None) -> int:
         log(f"exported {ckpt} -> {out}")
     if args.stage == "tune":
         from ..models import DEFAULT_MODEL_DIR
+        from .cli import TrainError
         from .tune import TuneConfig, export_tuned, tune_encoder
 
         folder = Path(args.init or DEFAULT_MODEL_DIR).resolve()
-        if not (work / "synth" / "manifest.tsv").is_file():
-            from .cli import TrainError
-
-            raise TrainError(f"no synthetic speech in {work / 'synth'}: run phonestream train data --work {work} first")
-        items = pipeline.tune_items(work, args.rounds, args.fsdd_copies or 1)
+        if args.rounds > 0 and not (work / "synth" / "manifest.tsv").is_file():
+            raise TrainError(f"no synthetic speech in {work / 'synth'}: run phonestream train data --work {work} first "
+                             "(or --rounds 0 to tune on --unlabelled audio and the FSDD takes alone)")
+        if args.unlabelled and args.ctc_weight > 0:
+            raise TrainError("--unlabelled audio has no phonemes for the CTC loss: give --ctc-weight 0 and --distill")
+        items = pipeline.tune_items(work, args.rounds, args.fsdd_copies or 1, args.unlabelled)
         log(f"tuning the encoder's top {args.top} layer(s) under {folder}'s head on {len(items)} utterances")
         cfg = TuneConfig(top=args.top, lr=args.lr or 1e-4, passes=args.passes, seed=args.seed, threads=args.threads,
                          distill=args.distill, ctc=args.ctc_weight)

@@ -342,8 +342,13 @@ def _recipe_options(func: Callable) -> Callable:
         click.option("--epochs", default=40, show_default=True, type=click.IntRange(1)),
         click.option("--lr", default=None, type=click.FloatRange(0, min_open=True),
                      help="Peak learning rate (default: fit 3e-3, tune 1e-4)."),
-        click.option("--rounds", default=1, show_default=True, type=click.IntRange(1),
-                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4)."),
+        click.option("--rounds", default=1, show_default=True, type=click.IntRange(0),
+                     help="data/cache: synthesis rounds to make (pipeline.ROUNDS; the shipped model used 4). "
+                          "tune: rounds to tune on (0: no synthetic speech, for --unlabelled audio alone)."),
+        click.option("--unlabelled", multiple=True, type=click.Path(dir_okay=False, exists=True, path_type=Path),
+                     help="tune: a manifest of audio without phonemes (id and audio columns) added to the items; "
+                          "the label-free --distill target alone can learn from it, so it needs --ctc-weight 0. "
+                          "Repeatable."),
         click.option("--copies", default=2, show_default=True, type=click.IntRange(1),
                      help="cache: augmented passes over the training audio."),
         click.option("--fsdd-copies", default=None, type=click.IntRange(1),
@@ -390,10 +395,10 @@ _DETAILS = {
     "export": "Writes --out (default WORK/export/RUN: the shipped model is only replaced when --out names "
               "phonestream/default_model); --checkpoint, --check-threshold.",
     "tune": "Fine-tunes the Whisper encoder's top --top layers under --init's head (kept fixed) on WORK/synth "
-            "(--rounds) and the FSDD takes (--fsdd-copies, default 1), every utterance streamed through the "
-            "folder's presets, the training mix or whole; resumes WORK/runs/RUN, then writes --out (default "
-            "WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, --threads, --distill, "
-            "--ctc-weight, --init-weight.",
+            "(--rounds; 0: none), the FSDD takes (--fsdd-copies, default 1) and any --unlabelled audio, every "
+            "utterance streamed through the folder's presets, the training mix or whole; resumes WORK/runs/RUN, "
+            "then writes --out (default WORK/export/RUN) with encoder.safetensors; --lr, --passes, --seed, "
+            "--threads, --distill, --ctc-weight, --init-weight, --unlabelled.",
 }
 
 
@@ -418,6 +423,10 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
         if not ckpt.is_file():
             raise TrainError(f"no checkpoint {ckpt}: train the run first (phonestream train fit --work "
                              f"{options['work']} --run {options['run']})")
+    if options.get("rounds") == 0 and stage != "tune":
+        raise TrainError(f"--rounds 0 is for tune only: {stage} needs at least one synthesis round")
+    if options.get("unlabelled") and stage != "tune":
+        raise TrainError("--unlabelled is for tune only")
     extra = [r for r in parse_round_copies(options.get("round_copies") or "") if r > options["rounds"]]
     if extra and stage in ("all", "cache"):
         raise TrainError(f"--round-copies names round {extra[0]}, but --rounds {options['rounds']} caches rounds "
@@ -429,6 +438,9 @@ def run_recipe(stage: str, options: dict[str, Any]) -> int:
         flag = "--" + key.replace("_", "-")
         if isinstance(value, bool):
             argv += [flag] if value else []
+        elif isinstance(value, tuple):
+            for one in value:
+                argv += [flag, str(one)]
         elif value is not None:
             argv += [flag, str(value)]
     return recipe_main(argv)

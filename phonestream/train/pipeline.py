@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from ..models.whisper import CONFIG_KEY as WHISPER_KEY
 from ..models.whisper import ENCODER_WEIGHTS_FILE, ENCODERS, WhisperBackbone, backbone_config, weights_digest
 from .evaluate import SHARED, encoder_weights, load_exported_head
 from .phones import SYMBOLS
-from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard
+from .states import OFFLINE_FRACTION, Item, Teacher, cache_shard, read_manifest
 
 FRASER_MANIFEST = SHARED / "fraser_arctic" / "manifest.tsv"  # its sentences are kept out of synthesis
 FSDD_ROOT = SHARED / "fsdd"
@@ -92,7 +92,6 @@ def synth_items(work: Path, held_out: bool) -> list[Item]:
     rerun augments every utterance the same way, then shuffled with a fixed seed, so that the babble
     drawn from earlier items mixes every engine's voices instead of the first engine's in id order."""
     from .evaluate import is_synth_dev
-    from .states import read_manifest
 
     items = sorted((it for it in read_manifest(work / "synth" / "manifest.tsv") if is_synth_dev(it.uid) == held_out),
                    key=lambda it: it.uid)
@@ -105,11 +104,34 @@ def fsdd_train_items(root: Path = FSDD_ROOT) -> list[Item]:
     return fsdd_items(root, split="train") if (root / "manifest.tsv").exists() else []
 
 
-def tune_items(work: Path, rounds: int, fsdd_copies: int = 1) -> list[Item]:
-    """What ``train tune`` trains on: the synthesis rounds up to ``rounds`` (held-out utterances left out)
-    and the FSDD training takes ``fsdd_copies`` times (each pass augments them anew)."""
-    return ([it for it in synth_items(work, held_out=False) if synth_round(it.uid) <= rounds]
-            + fsdd_train_items() * fsdd_copies)
+def tune_items(work: Path, rounds: int, fsdd_copies: int = 1, unlabelled: Sequence[Path] = ()) -> list[Item]:
+    """What ``train tune`` trains on: the synthesis rounds up to ``rounds`` (none for 0; held-out utterances
+    left out), the FSDD training takes ``fsdd_copies`` times (each pass augments them anew) and every row of
+    the ``unlabelled`` manifests, with no phonemes (for the label-free distillation target alone)."""
+    synth = [it for it in synth_items(work, held_out=False) if synth_round(it.uid) <= rounds] if rounds > 0 else []
+    audio_only = [it for m in map(Path, unlabelled) for it in read_manifest(m, None, f"unlabelled:{m.parent.name}")]
+    for it in audio_only:
+        _check_tune_length(it)
+    return synth + fsdd_train_items() * fsdd_copies + audio_only
+
+
+#: the longest utterance tune takes: the whole of it is one encoder window (30 s) after the slowest speed
+#: perturbation (0.85x)
+MAX_TUNE_S = 25.0
+
+
+def _check_tune_length(item: Item) -> None:
+    import soundfile as sf
+
+    from .cli import TrainError
+
+    try:
+        info = sf.info(item.path)
+    except (sf.LibsndfileError, RuntimeError) as err:
+        raise TrainError(f"{item.path}: not readable audio ({str(err).splitlines()[0]})") from None
+    if info.duration > MAX_TUNE_S:
+        raise TrainError(f"{item.path} ({item.uid}) lasts {info.duration:.1f} s; tune encodes each utterance whole, "
+                         f"so cut it into pieces of at most {MAX_TUNE_S:.0f} s")
 
 
 # ---- cache -----------------------------------------------------------------------------------------

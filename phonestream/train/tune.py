@@ -227,15 +227,18 @@ def tune_encoder(items: list[Item], head_folder: Path, run: Path, cfg: TuneConfi
             audio_s += len(audio) / SAMPLE_RATE
         # all of the step's windows in one call: windows of every utterance share padded passes
         states = window_states(encoder, [w[0] for wins in cut for w in wins], frozen, tail_ms * SAMPLE_RATE // 1000)
-        seqs, used = [], 0
-        for wins in cut:
-            seqs.append(streamed_logits(head, wins, states[used : used + len(wins)], radius).log_softmax(-1))
-            used += len(wins)
-        if seqs:
-            longest = max(len(s) for s in seqs)
-            lp = torch.stack([F.pad(s, (0, 0, 0, longest - len(s))) for s in seqs]).transpose(0, 1)
-            loss = cfg.ctc * F.ctc_loss(lp, torch.tensor(sum(targets, [])), torch.tensor([len(s) for s in seqs]),
-                                        torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
+        if cut:
+            loss = torch.zeros(())
+            if cfg.ctc > 0:  # skipped at 0, where it adds nothing: --unlabelled items have no targets
+                seqs, used = [], 0
+                for wins in cut:
+                    seqs.append(streamed_logits(head, wins, states[used : used + len(wins)], radius).log_softmax(-1))
+                    used += len(wins)
+                longest = max(len(s) for s in seqs)
+                lp = torch.stack([F.pad(s, (0, 0, 0, longest - len(s))) for s in seqs]).transpose(0, 1)
+                loss = cfg.ctc * F.ctc_loss(lp, torch.tensor(sum(targets, []), dtype=torch.long),
+                                            torch.tensor([len(s) for s in seqs]),
+                                            torch.tensor([len(t) for t in targets]), blank=0, zero_infinity=True)
             if teacher is not None:
                 loss = loss + cfg.distill * state_distance(cut, states, taught, radius)
             for group in opt.param_groups:
