@@ -346,3 +346,26 @@ def test_blend_script_averages_and_extrapolates_two_folders_encoders(tmp_path, f
     (other / "head.safetensors").write_bytes((other / "head.safetensors").read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(SystemExit, match="different heads"):
         blend.blend(other, half, 0.5, tmp_path / "refused")
+
+
+def test_encoder_backends_script_times_every_runtime_on_the_shipped_encoder():
+    """scripts/encoder-backends.py: a row per runtime, CTranslate2's own backend named, float32 runtimes
+    agreeing with PyTorch float32 and int8 ones within their rounding; ONNX Runtime measured or said why not."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "encoder-backends.py"
+    out = subprocess.run([sys.executable, str(script), "--calls", "2", "--rounds", "1"], capture_output=True,
+                         text=True, check=True).stdout
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines()
+                                  if line.startswith("| ") and not line.startswith("| runtime"))}
+    default, forced = rows["CTranslate2 int8 (phonestream's default)"], next(
+        v for k, v in rows.items() if k.startswith("CTranslate2 int8, the other GEMM backend forced"))
+    assert {default[0], forced[0]} == {"DNNL", "MKL"}
+    for name in ("CTranslate2 int8 (phonestream's default)", "CTranslate2 float32", "PyTorch float32",
+                 "PyTorch dynamic int8 (linear layers)"):
+        ms, distance = float(rows[name][1]), float(rows[name][2])
+        assert ms > 0 and distance < (1e-3 if "float32" in name else 0.2), (name, rows[name])
+    ort = [k for k in rows if k.startswith("ONNX Runtime")]
+    assert ort == ["ONNX Runtime float32", "ONNX Runtime dynamic int8 (per-channel weights)"] or \
+        rows[ort[0]][1] == "not measured: pip install onnx onnxruntime"
