@@ -272,6 +272,9 @@ def test_tune_learns_from_audio_without_phonemes_through_the_label_free_target(t
     (tmp_path / "real" / "long.tsv").write_text("id\taudio\nlong\tlong.flac\n")
     with pytest.raises(TrainError, match=r"long.flac \(long\) lasts 26.0 s; tune encodes each utterance whole"):
         pipeline.tune_items(tmp_path, 0, 1, [tmp_path / "real" / "long.tsv"])
+    (tmp_path / "real" / "gone.tsv").write_text("id\taudio\ngone\tgone.flac\n")
+    with pytest.raises(TrainError, match=r"gone.flac \(gone\): audio file not found"):
+        pipeline.tune_items(tmp_path, 0, 1, [tmp_path / "real" / "gone.tsv"])
     lines: list[str] = []
     cfg = TuneConfig(utterances_per_step=3, lr=1e-3, threads=1, distill=1.0, ctc=0.0)
     state = torch.load(tune_encoder(items, frozen_default, tmp_path / "run", cfg, lines.append), weights_only=False)

@@ -125,6 +125,8 @@ def _check_tune_length(item: Item) -> None:
 
     from .cli import TrainError
 
+    if not Path(item.path).is_file():
+        raise TrainError(f"{item.path} ({item.uid}): audio file not found")
     try:
         info = sf.info(item.path)
     except (sf.LibsndfileError, RuntimeError) as err:
