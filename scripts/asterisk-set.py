@@ -98,10 +98,9 @@ def phones_for(name: str, text: str, dictionary: dict[str, list[str]]) -> list[s
     return sentence_phones(text, dictionary)
 
 
-def decode(name: str, sounds: Path, out: Path, ffmpeg: str | None) -> tuple[Path, float] | None:
-    """Write prompt ``name`` as 16-bit FLAC under ``out`` (16 kHz from G.722 with ffmpeg, else the 8 kHz
-    WAV); its path and duration, or None when neither file is there. A file that does not decode is a
-    one-line error."""
+def read_prompt(name: str, sounds: Path, ffmpeg: str | None):
+    """Prompt ``name``'s samples (int16) and rate: 16 kHz from G.722 with ffmpeg, else the 8 kHz WAV; None
+    when neither file is there. A file that does not decode is a one-line error."""
     import numpy as np
     import soundfile as sf
 
@@ -111,14 +110,24 @@ def decode(name: str, sounds: Path, out: Path, ffmpeg: str | None) -> tuple[Path
                                str(g722), "-ar", "16000", "-ac", "1", "-f", "s16le", "-"], capture_output=True)
         if proc.returncode:
             raise SystemExit(f"error: {g722}: {proc.stderr.decode(errors='replace').strip().splitlines()[-1:]}")
-        audio, rate = np.frombuffer(proc.stdout, np.int16), 16000
-    elif wav.is_file():
+        return np.frombuffer(proc.stdout, np.int16), 16000
+    if wav.is_file():
         try:
-            audio, rate = sf.read(wav, dtype="int16")
+            return sf.read(wav, dtype="int16")
         except sf.LibsndfileError as err:
             raise SystemExit(f"error: {wav}: {err}") from None
-    else:
+    return None
+
+
+def decode(name: str, sounds: Path, out: Path, ffmpeg: str | None) -> tuple[Path, float] | None:
+    """Write prompt ``name`` (:func:`read_prompt`) as 16-bit FLAC under ``out``; its path and duration, or
+    None when neither file is there."""
+    import soundfile as sf
+
+    read = read_prompt(name, sounds, ffmpeg)
+    if read is None:
         return None
+    audio, rate = read
     target = out / "audio" / f"{name}.flac"
     target.parent.mkdir(parents=True, exist_ok=True)
     sf.write(target, audio, rate, subtype="PCM_16")

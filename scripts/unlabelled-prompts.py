@@ -93,21 +93,15 @@ def main() -> None:
         raise SystemExit(f"error: no {', '.join(str(a.sounds / v) for v in missing)}: install the packages the "
                          "usage line names")
     (a.out / "audio").mkdir(parents=True, exist_ok=True)
-    tmp = a.out / "decoded"
     rows, total_s = [], 0.0
     for v, (voice, speaker) in enumerate(VOICES.items()):
         rng = np.random.default_rng([a.seed, v])
         clips = []
         for name in prompts(a.sounds / voice):
-            got = ast.decode(name, a.sounds / voice, tmp, ffmpeg)
-            if got is None:
+            read = ast.read_prompt(name, a.sounds / voice, ffmpeg)
+            if read is None:
                 continue
-            try:
-                audio, rate = sf.read(got[0], dtype="float32")
-            except sf.LibsndfileError:  # an empty prompt: ffmpeg decoded no samples
-                continue
-            finally:
-                got[0].unlink()
+            audio, rate = read[0].astype(np.float32) / 32768, read[1]
             if rate != RATE:
                 audio = soxr.resample(audio, rate, RATE).astype(np.float32)
             audio = trimmed(audio, RATE)
@@ -136,7 +130,6 @@ def main() -> None:
                          "speaker": speaker, "sources": " ".join(n for n, _ in take)})
             total_s += len(utt) / RATE
         print(f"{voice}: {len(clips)} prompts", file=sys.stderr)
-    shutil.rmtree(tmp, ignore_errors=True)
     with (a.out / "manifest.tsv").open("w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, COLUMNS, delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
         w.writeheader()
