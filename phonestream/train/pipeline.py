@@ -121,18 +121,17 @@ MAX_TUNE_S = 25.0
 
 
 def _check_tune_length(item: Item) -> None:
-    import soundfile as sf
-
+    from ..audio import AudioError, audio_info
     from .cli import TrainError
 
     if not Path(item.path).is_file():
         raise TrainError(f"{item.path} ({item.uid}): audio file not found")
     try:
-        info = sf.info(item.path)
-    except (sf.LibsndfileError, RuntimeError) as err:
-        raise TrainError(f"{item.path}: not readable audio ({str(err).splitlines()[0]})") from None
-    if info.duration > MAX_TUNE_S:
-        raise TrainError(f"{item.path} ({item.uid}) lasts {info.duration:.1f} s; tune encodes each utterance whole, "
+        seconds = audio_info(Path(item.path), name=f"{item.path} ({item.uid})").seconds
+    except AudioError as err:
+        raise TrainError(str(err)) from None
+    if seconds is not None and seconds > MAX_TUNE_S:
+        raise TrainError(f"{item.path} ({item.uid}) lasts {seconds:.1f} s; tune encodes each utterance whole, "
                          f"so cut it into pieces of at most {MAX_TUNE_S:.0f} s")
 
 
