@@ -88,8 +88,13 @@ def ct2_row(folder: str, dtype: str, ref_path: str, calls: int, env: dict[str, s
     if proc.returncode:
         raise SystemExit(f"CTranslate2 {dtype} {env}: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
     row = json.loads(proc.stdout.strip().splitlines()[-1])
-    found = re.search(r"GEMM_S8 backend: (\w+)" if "int8" in row["type"] else r"SGEMM backend: (\w+)", proc.stderr)
-    return row["ms"], row["dev"], found.group(1) if found else "?"
+    return row["ms"], row["dev"], _backends(proc.stderr)["int8" if "int8" in row["type"] else "float32"]
+
+
+def _backends(log: str) -> dict[str, str]:
+    """The GEMM backends a CT2_VERBOSE log names, by compute type (it lists them at a process's first load)."""
+    found = dict(re.findall(r"(SGEMM|GEMM_S8) backend: (\w+)", log))
+    return {"float32": found.get("SGEMM", "?"), "int8": found.get("GEMM_S8", "?")}
 
 
 def main() -> None:
@@ -120,12 +125,12 @@ def main() -> None:
         ref = torch_enc(mel).numpy()
         dyn = torch.ao.quantization.quantize_dynamic(torch_enc, {torch.nn.Linear}, dtype=torch.qint8)
     ct2_int8, ct2_fp32 = model.backbone._model, load_model(a.model, threads=1, dtype="float32").backbone._model
+    backends = _ct2_backends(a.model)
     # name -> (GEMM backend, one call returning states)
     runtimes = {
-        "CTranslate2 int8 (phonestream's default)": (_ct2_backend(a.model, "auto"),
+        "CTranslate2 int8 (phonestream's default)": (backends["int8"],
                                                      lambda: np.asarray(ct2_int8.encode(view, to_cpu=True))),
-        "CTranslate2 float32": (_ct2_backend(a.model, "float32"),
-                                lambda: np.asarray(ct2_fp32.encode(view, to_cpu=True))),
+        "CTranslate2 float32": (backends["float32"], lambda: np.asarray(ct2_fp32.encode(view, to_cpu=True))),
         "PyTorch float32": ("-", lambda: torch_enc(mel).numpy()),
         "PyTorch dynamic int8 (linear layers)": ("-", lambda: dyn(mel).numpy()),
     }
@@ -156,13 +161,12 @@ def main() -> None:
         print(f"| {name} | {backend} | " + (f"{ms:.1f} | {dev:.4f} |" if ms is not None else f"{dev} | - |"))
 
 
-def _ct2_backend(folder: str, dtype: str) -> str:
-    """The GEMM backend CTranslate2 picks for ``dtype`` in a fresh process (its CT2_VERBOSE log)."""
+def _ct2_backends(folder: str) -> dict[str, str]:
+    """The GEMM backends CTranslate2 picks in a fresh process with this environment (:func:`_backends`)."""
     proc = subprocess.run([sys.executable, "-c", "import sys; from phonestream import load_model; "
-                           "load_model(sys.argv[1], threads=1, dtype=sys.argv[2])", folder, dtype],
+                           "load_model(sys.argv[1], threads=1)", folder],
                           capture_output=True, text=True, env={**os.environ, "CT2_VERBOSE": "1"})
-    found = re.search(r"GEMM_S8 backend: (\w+)" if dtype != "float32" else r"SGEMM backend: (\w+)", proc.stderr)
-    return found.group(1) if found else "?"
+    return _backends(proc.stderr)
 
 
 def _ort_runtimes(torch_enc, mel, tmp: Path):
