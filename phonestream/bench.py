@@ -71,7 +71,7 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     recognizer = Recognizer(model, config, decoder=decoder, lookahead=lookahead)
     sr = model.sample_rate
     audio = load_audio(SAMPLE, sr) if audio is None else audio
-    model.warmup()
+    model.warmup(window=sum(config.samples(model)))  # the stream's own window shape, so no run pays for it
     stream = recognizer.stream(keep_phonemes=False, partials=False)
     total = int(seconds * sr)
     rss_first = None
@@ -93,6 +93,22 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
         recognizer.transcribe(clip)
         result["offline_rtf"] = round((time.perf_counter() - t0) / (len(clip) / sr), 4)
     return result
+
+
+def run_repeated(model: CTCModel, configs: list[StreamConfig], repeat: int, seconds: float,
+                 **options: Any) -> list[tuple[StreamConfig, dict[str, Any]]]:
+    """:func:`run` each config ``repeat`` times, the configs taking turns (A B A B ...), so that a host whose
+    speed drifts slows them alike. Per config: the run whose RTF is the median (the lower middle one for an
+    even count), with ``rtf_runs``, every run's RTF in order."""
+    runs: list[list[dict[str, Any]]] = [[] for _ in configs]
+    for _ in range(repeat):
+        for i, cfg in enumerate(configs):
+            runs[i].append(run(model, cfg, seconds, **options))
+    out = []
+    for cfg, results in zip(configs, runs):
+        ranked = sorted(results, key=lambda r: r["rtf"])
+        out.append((cfg, {**ranked[(len(ranked) - 1) // 2], "rtf_runs": [r["rtf"] for r in results]}))
+    return out
 
 
 class _Outbox:

@@ -443,6 +443,9 @@ def _stderr():
 @click.option("--seconds", default=None, type=click.FloatRange(0.5),
               help="Audio to stream per setting (default: 60; 20 per stream with --streams).")
 @click.option("--minutes", default=None, type=float, help="Stream this many minutes (memory check).")
+@click.option("--repeat", default=1, show_default=True, type=click.IntRange(1),
+              help="Run every setting this many times, the settings taking turns, and report the median RTF with "
+                   "the range (a shared or busy CPU moves single runs by tens of percent).")
 @click.option("--feed-ms", default=20, show_default=True, type=click.IntRange(10, 60000))
 @click.option("--max-batch", default=64, show_default=True, type=click.IntRange(1),
               help="With --streams: most windows per forward pass (as serve's).")
@@ -451,7 +454,7 @@ def _stderr():
 @click.option("--json", "json_out", is_flag=True)
 @_handles_errors
 def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, decoder, lookahead, streams_, processes,
-          seconds, minutes, feed_ms, max_batch, max_wait_ms, json_out) -> None:
+          seconds, minutes, repeat, feed_ms, max_batch, max_wait_ms, json_out) -> None:
     """Real-time factor, per-chunk latency, emission delay and memory of streaming; with --streams, how many
     real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
@@ -463,6 +466,8 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
         counts = parse_streams(streams_)
         if minutes is not None:
             raise ValueError("--minutes is for the single-stream memory check; with --streams give --seconds")
+        if repeat > 1:
+            raise ValueError("--repeat is for the single-stream bench; --streams reports whether streams keep up")
     elif processes > 1:
         raise ValueError("--processes is for --streams")
     if model == "null":
@@ -486,10 +491,11 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
         return
     total = minutes * 60 if minutes is not None else 60.0 if seconds is None else seconds
     rows = []
-    for cfg in cfgs:
-        r = bench_mod.run(loaded, cfg, total, feed_ms, offline=minutes is None, decoder=decoder, lookahead=lookahead)
+    for cfg, r in bench_mod.run_repeated(loaded, cfgs, repeat, total, feed_ms=feed_ms, offline=minutes is None, decoder=decoder,
+                                         lookahead=lookahead):
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
-                     "rtf": r["rtf"], "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
+                     "rtf": r["rtf"], **({"rtf_runs": r["rtf_runs"]} if repeat > 1 else {}),
+                     "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
                      "emission_delay_s": r["emission_delay_s"], "emission_delay_wall_s": r["emission_delay_wall_s"],
                      "frame_delay_s": r["frame_delay_s"], "decoder": r["decoder"],
                      "rss_mb_first_minute": r["rss_mb_first_minute"], "rss_mb_end": r["rss_mb_end"],

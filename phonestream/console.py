@@ -211,6 +211,8 @@ def _fmt(value: Any) -> str:
         return " / ".join(_fmt(v) for v in value.values())
     if isinstance(value, dict):
         return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
     if isinstance(value, float):
         return f"{value:g}"
     return "-" if value is None else str(value)

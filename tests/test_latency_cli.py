@@ -51,3 +51,25 @@ def test_bench_names_the_decoder_it_ran(tiny_model_dir):
                                         "--json"])
     assert streams.exit_code == 0, streams.output
     assert json.loads(streams.output.strip().splitlines()[-1])[0]["decoder"] == "beam+lookahead"
+
+
+def test_bench_repeat_takes_turns_and_reports_the_median(tiny_model_dir, monkeypatch):
+    """--repeat N runs every setting N times, the settings taking turns, and reports the median run's RTF
+    beside every run's; it is refused with --streams."""
+    from phonestream import bench as bench_mod
+
+    order, rtfs = [], iter([0.3, 0.1, 0.2, 0.5, 0.4, 0.6])
+
+    def fake_run(model, config, seconds, **options):
+        order.append(config.chunk_ms)
+        return {**real_run(model, config, seconds, **options), "rtf": next(rtfs)}
+
+    real_run = bench_mod.run
+    monkeypatch.setattr(bench_mod, "run", fake_run)
+    rows = json.loads(CliRunner().invoke(main, [
+        "bench", "-m", str(tiny_model_dir), "--seconds", "1", "--config", "320/320/160", "--config", "160/320/160",
+        "--repeat", "3", "--json"]).output.strip().splitlines()[-1])
+    assert order == [320, 160, 320, 160, 320, 160]
+    assert [(r["rtf"], r["rtf_runs"]) for r in rows] == [(0.3, [0.3, 0.2, 0.4]), (0.5, [0.1, 0.5, 0.6])]
+    refused = CliRunner().invoke(main, ["bench", "-m", "null", "--streams", "2", "--repeat", "2"])
+    assert refused.exit_code != 0 and "--repeat is for the single-stream bench" in refused.output
