@@ -491,8 +491,8 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
         return
     total = minutes * 60 if minutes is not None else 60.0 if seconds is None else seconds
     rows = []
-    for cfg, r in bench_mod.run_repeated(loaded, cfgs, repeat, total, feed_ms=feed_ms, offline=minutes is None, decoder=decoder,
-                                         lookahead=lookahead):
+    for cfg, r in bench_mod.run_repeated(loaded, cfgs, repeat, total, feed_ms=feed_ms, offline=minutes is None,
+                                         decoder=decoder, lookahead=lookahead):
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
                      "rtf": r["rtf"], **({"rtf_runs": r["rtf_runs"]} if repeat > 1 else {}),
                      "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],

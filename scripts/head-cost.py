@@ -17,12 +17,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from _cli import phonestream_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,10 +69,7 @@ def step_costs(folder: str, latency: str, audio_path: str) -> dict:
 
 
 def bench_rtf(folder: str, latency: str) -> float:
-    out = subprocess.run([sys.executable, "-m", "phonestream", "bench", "-m", folder, "--config", latency,
-                          "--seconds", "60", "--json"], capture_output=True, text=True, check=True, cwd=REPO)
-    rows = json.loads(out.stdout)
-    return float((rows[0] if isinstance(rows, list) else rows)["rtf"])
+    return float(phonestream_json("bench", "-m", folder, "--config", latency, "--seconds", "60", cwd=REPO)[0]["rtf"])
 
 
 def main() -> None:

@@ -5,11 +5,13 @@ For each preset (``--latency low|balanced|accurate``) it runs, with the model's 
 
 - ``phonestream eval`` on fraser_arctic (``phones_cmu``) and on the FSDD test split (takes 0-4), 39-class
   folding: streaming and offline PER, emission delay (audio time);
-- ``phonestream bench --seconds 60``: RTF and the wall-clock emission delay (compute time included).
+- then one ``phonestream bench --seconds S --repeat R`` (S 60 by default) over all the presets, taking turns:
+  RTF (the median run, with the range of the R runs) and the wall-clock emission delay (compute time included).
 
 Usage::
 
     scripts/latency-table.py [--data ../shared/data] [--model default] [--presets low,balanced,accurate]
+                             [--repeat 3] [--seconds 60]
                              [--limit N]   # N utterances per set, for a quick look
 
 The data folder defaults to ``../shared/data`` beside the repository (the project's evaluation sets).
@@ -18,20 +20,11 @@ The data folder defaults to ``../shared/data`` beside the repository (the projec
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+from _cli import phonestream_json
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _run(*args: str) -> dict | list:
-    cmd = [sys.executable, "-m", "phonestream", *args, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -40,28 +33,40 @@ def main() -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--presets", default="low,balanced,accurate")
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--repeat", type=int, default=3, help="bench runs per preset, the presets taking turns")
+    p.add_argument("--seconds", default="60", help="audio per bench run")
     args = p.parse_args()
     model = [] if args.model == "default" else ["-m", args.model]
     limit = ["--limit", str(args.limit)] if args.limit else []
     sets = {"fraser": [str(args.data / "fraser_arctic" / "manifest.tsv")],
             "fsdd": [str(args.data / "fsdd" / "manifest.tsv"), "--where", "id=_[0-4]$"]}
-    print("| preset | chunk / left / right ms | refresh | fraser PER stream / offline | FSDD test PER stream / offline "
-          "| emission delay p50 / p95 (audio) | wall delay p95 | RTF |")
-    print("|---|---|---|---|---|---|---|---|")
-    for preset in args.presets.split(","):
+    presets = args.presets.split(",")
+    cells = {}
+    for preset in presets:
         per, delays, cfg = {}, None, None
         for name, where in sets.items():
-            r = _run("eval", *where, *model, *limit, "--phones-column", "phones_cmu", "--fold", "timit39",
-                     "--latency", preset)
+            r = phonestream_json("eval", *where, *model, *limit, "--phones-column", "phones_cmu", "--fold", "timit39",
+                                 "--latency", preset)
             rows = {row["system"]: row for row in r["systems"]}
             per[name] = f"{rows['stream']['per']:.2f} / {rows['offline']['per']:.2f}"
             cfg = r["config"]
             if name == "fraser":
                 delays = rows["stream"]["emission_delay_s"]
-        b = _run("bench", "-m", args.model, "--config", preset, "--seconds", "60")[0]
-        print(f"| {preset} | {cfg['chunk_ms']} / {cfg['left_ms']} / {cfg['right_ms']} | {cfg['chunk_ms']} ms "
-              f"| {per['fraser']} | {per['fsdd']} | {delays['p50']:.2f} / {delays['p95']:.2f} s "
-              f"| {b['emission_delay_wall_s']['p95']:.2f} s | {b['rtf']:.3f} |", flush=True)
+        cells[preset] = (f"| {preset} | {cfg['chunk_ms']} / {cfg['left_ms']} / {cfg['right_ms']} "
+                         f"| {cfg['chunk_ms']} ms | {per['fraser']} | {per['fsdd']} "
+                         f"| {delays['p50']:.2f} / {delays['p95']:.2f} s")
+        print(f"{cells[preset]} | (bench follows)", flush=True)
+    configs = [arg for preset in presets for arg in ("--config", preset)]
+    bench = phonestream_json("bench", "-m", args.model, *configs, "--seconds", args.seconds,
+                             "--repeat", str(args.repeat))
+    print()
+    print("| preset | chunk / left / right ms | refresh | fraser PER stream / offline | FSDD test PER stream / offline "
+          "| emission delay p50 / p95 (audio) | wall delay p95 | RTF (median; range) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for preset, b in zip(presets, bench):
+        runs = b.get("rtf_runs", [b["rtf"]])
+        print(f"{cells[preset]} | {b['emission_delay_wall_s']['p95']:.2f} s "
+              f"| {b['rtf']:.3f} ({min(runs):.3f}-{max(runs):.3f}) |", flush=True)
 
 
 if __name__ == "__main__":

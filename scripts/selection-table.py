@@ -16,22 +16,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import subprocess
-import sys
 from pathlib import Path
+
+from _cli import phonestream_json
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _eval(manifest: str, model: str, options: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "phonestream", "eval", manifest, *([] if model == "default" else ["-m", model]),
-           "--phones-column", "phones_cmu", "--fold", "timit39", *options, "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"{shlex.join(cmd)} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    r = phonestream_json("eval", manifest, *([] if model == "default" else ["-m", model]),
+                         "--phones-column", "phones_cmu", "--fold", "timit39", *options)
     return {row["system"]: row for row in r["systems"]}
 
 

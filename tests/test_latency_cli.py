@@ -73,3 +73,29 @@ def test_bench_repeat_takes_turns_and_reports_the_median(tiny_model_dir, monkeyp
     assert [(r["rtf"], r["rtf_runs"]) for r in rows] == [(0.3, [0.3, 0.2, 0.4]), (0.5, [0.1, 0.5, 0.6])]
     refused = CliRunner().invoke(main, ["bench", "-m", "null", "--streams", "2", "--repeat", "2"])
     assert refused.exit_code != 0 and "--repeat is for the single-stream bench" in refused.output
+
+
+def test_latency_table_script_reads_eval_and_a_repeated_bench(tmp_path):
+    """scripts/latency-table.py: a row per preset from eval on both sets, then one bench over the presets
+    taking turns, whose RTF cell is the median with the range of the runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    sample = repo / "phonestream" / "samples" / "LJ001-0002.flac"
+    header = "id\taudio\tduration_s\tspeaker\ttext\tphones_cmu\n"
+    phones = "IH N B IY IH NG K AH M P EH R AH T IH V L IY M AA D ER N"
+    row = f"{{}}\t{sample}\t1.9\tlj\tin being comparatively modern.\t{phones}\n"
+    for folder, uid in (("fraser_arctic", "arctic_a0001"), ("fsdd", "fsdd_0_lj_3")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "manifest.tsv").write_text(header + row.format(uid))
+    out = subprocess.run([sys.executable, str(repo / "scripts" / "latency-table.py"), "--data", str(tmp_path),
+                          "--presets", "low,balanced", "--repeat", "2", "--seconds", "1"],
+                         capture_output=True, text=True, check=True).stdout
+    table = [line.split("|")[1:-1] for line in out.split("\n\n")[-1].splitlines()[2:]]
+    assert [r[0].strip() for r in table] == ["low", "balanced"]
+    for r in table:
+        median, _, spread = r[-1].strip().partition(" ")
+        low, high = (float(x) for x in spread.strip("()").split("-"))
+        assert 0 < low <= float(median) <= high
