@@ -60,6 +60,14 @@ def looped(audio: np.ndarray, total: int, piece: int) -> Iterator[np.ndarray]:
         pos = (pos + n) % len(audio)
 
 
+def decoder_label(kind: str, lm: bool, lookahead: bool) -> str:
+    """The decoder that ran, as bench's tables name it: ``greedy``, ``beam``, ``beam+lm``, with ``+lookahead``
+    for the beam's lookahead commit (greedy has none)."""
+    if kind == "greedy":
+        return "greedy"
+    return ("beam+lm" if lm else "beam") + ("+lookahead" if lookahead else "")
+
+
 def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20,
         offline: bool = True, audio: np.ndarray | None = None, decoder: str = "auto",
         lookahead: bool = DEFAULT_LOOKAHEAD) -> dict[str, Any]:
@@ -82,8 +90,9 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     stream.finish(offline=False)
     result = stream.summary()
     dec = stream.decoder
-    result["decoder"] = ("greedy" if isinstance(dec, GreedyDecoder) else
-                         ("beam+lm" if dec.has_lm else "beam") + ("+lookahead" if dec.lookahead else ""))
+    greedy = isinstance(dec, GreedyDecoder)
+    result["decoder"] = decoder_label("greedy" if greedy else "beam", not greedy and dec.has_lm,
+                                      not greedy and dec.lookahead)
     result["rss_mb_first_minute"] = round(rss_first, 1) if rss_first is not None else None
     result["rss_mb_end"] = round(rss_mb(), 1)
     if offline:
@@ -233,10 +242,10 @@ def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, t
         boxes, flowing, during = asyncio.run(main())
     finally:
         scheduler.stop()
-    kind = recognizer.decoder_config().kind  # greedy has no lookahead commit to name
+    d = recognizer.decoder_config()
     return {**_outcomes(boxes, seconds, starts), "flowing": flowing, "during": during,
             "model": model.description,
-            "decoder": kind + ("+lookahead" if lookahead and kind == "beam" else "")}
+            "decoder": decoder_label(d.kind, d.lm_path(recognizer.model_dir) is not None, d.lookahead)}
 
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:

@@ -50,7 +50,7 @@ def test_bench_names_the_decoder_it_ran(tiny_model_dir):
     streams = CliRunner().invoke(main, ["bench", "-m", "default", "--streams", "2", "--seconds", "1", "--lookahead",
                                         "--json"])
     assert streams.exit_code == 0, streams.output
-    assert json.loads(streams.output.strip().splitlines()[-1])[0]["decoder"] == "beam+lookahead"
+    assert json.loads(streams.output.strip().splitlines()[-1])[0]["decoder"] == "beam+lm+lookahead"  # as one stream's
 
 
 def test_bench_repeat_takes_turns_and_reports_the_median(tiny_model_dir, monkeypatch):
