@@ -43,8 +43,9 @@ REPO = Path(__file__).resolve().parents[1]
 SR = 16000
 
 
-def per(counts: EditCounts) -> str:
-    return f"{100 * counts.rate:.2f}"
+def per(counts: EditCounts, split: bool = True) -> str:
+    rate = f"{100 * counts.rate:.2f}"
+    return f"{rate} ({counts.substitutions} / {counts.deletions} / {counts.insertions})" if split else rate
 
 
 def main() -> None:
@@ -63,6 +64,7 @@ def main() -> None:
     encode = model.backbone.encode_batch
 
     # training statistics: encoder states and mean posteriors of augmented synthetic speech and FSDD takes
+    # (the first --stats of WORK/synth's training utterances in the recipe's order: another set while it grows)
     rng = np.random.default_rng(0)
     train = synth_items(args.work, held_out=False)[: args.stats] + fsdd_items(args.data / "fsdd", "train")[::29]
     states = [encode([augment(load_audio(it.path, SR), rng) if it.source != "fsdd" else load_audio(it.path, SR)])[0]
@@ -70,7 +72,9 @@ def main() -> None:
     frames = np.concatenate(states)
     mu, sd = frames.mean(0), frames.std(0)
     prior = np.exp(np.concatenate([model.head.log_probs(s) for s in states])).mean(0)
-    print(f"training statistics: {len(train)} utterances, {len(frames)} frames; blank prior {prior[0]:.3f}")
+    spread = np.mean([np.linalg.norm(x.mean(0) - mu) for x in states])
+    print(f"training statistics: {len(train)} utterances, {len(frames)} frames; blank prior {prior[0]:.3f}; "
+          f"an utterance's mean state lies {spread:.2f} from the training mean on average")
 
     def decode(log_probs: np.ndarray, n_samples: int) -> list[str]:
         decoder = make_decoder(DecoderConfig(), model.vocab, model.frame_stride / SR, SR, model.source_dir)
@@ -91,9 +95,11 @@ def main() -> None:
         counts = edit_counts(fold_timit39(item.phones.split()), fold_timit39(hyp))
         cell[where] = cell[where] + counts if where in cell else counts
 
+    distances = []
     for item in asterisk:
         audio = load_audio(item.path, SR)
         s = encode([audio])[0]
+        distances.append(np.linalg.norm(s.mean(0) - mu))
         lp = model.head.log_probs(s)
         score("state statistics", "none (greedy)", "asterisk", item, greedy(lp))
         score("state statistics", "mean", "asterisk", item, greedy(model.head.log_probs(s - s.mean(0) + mu)))
@@ -117,10 +123,12 @@ def main() -> None:
                 score("speed (default decoder)", f"x {f:g}", where, item,
                       decode(model.log_probs(faster), len(faster)))
 
-    print("| probe | variant | Asterisk PER | FSDD takes 45-49 PER |")
+    print(f"an Asterisk utterance's mean state lies {np.mean(distances):.2f} from the training mean on average")
+    print("| probe | variant | Asterisk PER (sub / del / ins) | FSDD takes 45-49 PER |")
     print("|---|---|---|---|")
     for (probe, variant), cell in rows.items():
-        print(f"| {probe} | {variant} | {per(cell['asterisk'])} | {per(cell['fsdd']) if 'fsdd' in cell else '-'} |")
+        digits = per(cell["fsdd"], split=False) if "fsdd" in cell else "-"
+        print(f"| {probe} | {variant} | {per(cell['asterisk'])} | {digits} |")
 
 
 if __name__ == "__main__":
