@@ -459,6 +459,8 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
     real-time streams the server's scheduler carries."""
     from . import bench as bench_mod
 
+    pin_blas_threads()  # as stream and serve run (_recognizer): one BLAS thread for the head, none spinning
+
     counts = None
     if streams_ is not None:
         from .client import parse_streams
@@ -494,7 +496,7 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
     for cfg, r in bench_mod.run_repeated(loaded, cfgs, repeat, total, feed_ms=feed_ms, offline=minutes is None,
                                          decoder=decoder, lookahead=lookahead):
         rows.append({"chunk/left/right ms": f"{cfg.chunk_ms}/{cfg.left_ms}/{cfg.right_ms}", "audio_s": r["audio_s"],
-                     "rtf": r["rtf"], **({"rtf_runs": r["rtf_runs"]} if repeat > 1 else {}),
+                     "rtf": r["rtf"], **({"rtf_runs": r["rtf_runs"]} if repeat > 1 else {}), "cpu_rtf": r["cpu_rtf"],
                      "offline_rtf": r.get("offline_rtf"), "chunk_compute_ms": r["chunk_compute_ms"],
                      "emission_delay_s": r["emission_delay_s"], "emission_delay_wall_s": r["emission_delay_wall_s"],
                      "frame_delay_s": r["frame_delay_s"], "decoder": r["decoder"],

@@ -99,3 +99,15 @@ def test_latency_table_script_reads_eval_and_a_repeated_bench(tmp_path):
         median, _, spread = r[-1].strip().partition(" ")
         low, high = (float(x) for x in spread.strip("()").split("-"))
         assert 0 < low <= float(median) <= high
+
+
+def test_bench_runs_as_stream_does_and_reports_its_cpu_time(tiny_model_dir):
+    """bench pins NumPy's BLAS to one thread as stream and serve do (an OpenBLAS thread per core spun beside
+    the NumPy head and made bench measure another setup), and reports the process's CPU seconds per audio
+    second beside the wall-clock RTF."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):  # restored when the test ends
+        rows = _summary(["bench", "-m", str(tiny_model_dir), "--seconds", "2", "--json"])
+        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+    assert rows[0]["cpu_rtf"] > 0 and rows[0]["rtf"] > 0
