@@ -59,8 +59,8 @@ def model_options(func: Callable) -> Callable:
         click.option("--head-type", default="linear", type=click.Choice(["linear", "conv"]), show_default=True),
         click.option("--device", default="cpu", show_default=True, help="cpu or cuda."),
         click.option("--threads", default=None, type=int,
-                     help="CPU threads of the default model's encoder (default: PHONESTREAM_THREADS, else up to 2, "
-                     "one fewer than the cores for a live stream), or torch's for a torch model (default: torch's)."),
+                     help="CPU threads of the default model's encoder (default: PHONESTREAM_THREADS, else the "
+                     "cores, at most 2), or torch's for a torch model (default: torch's)."),
         click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES),
                      help="Precision of the model: auto is half precision on cuda (bfloat16 where the GPU has it, "
                      "else float16; the default model int8 with float16), float32 on cpu (the default model int8)."),
@@ -136,14 +136,13 @@ def decoder_options(func: Callable) -> Callable:
 
 
 def _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                warmup: bool = True, decoding: dict | None = None, dtype: str | None = None,
-                live: bool = False) -> Recognizer:
+                warmup: bool = True, decoding: dict | None = None, dtype: str | None = None) -> Recognizer:
     pin_blas_threads()  # the head's results then do not depend on the machine's core count (numerics.py)
     if dtype is None:
         ctx = click.get_current_context(silent=True)
         dtype = ctx.meta.get("phonestream.dtype", "auto") if ctx else "auto"
     loaded = load_model(model, backbone=backbone, vocab=vocab, head=head, head_type=head_type, device=device,
-                        threads=threads, dtype=dtype, live=live)
+                        threads=threads, dtype=dtype)
     from .batch import decoder_options
 
     recognizer = Recognizer(loaded, _window(loaded, chunk_ms, left_ms, right_ms),
@@ -228,7 +227,7 @@ def stream(file, model, backbone, vocab, head, head_type, device, threads, chunk
            json_lines, ipa, min_confidence, feed_ms, realtime, rate, pcm_format, compare_offline, decoding) -> None:
     """Stream FILE (or raw PCM on stdin with '-') through the model as if live."""
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                             decoding=decoding, live=True)
+                             decoding=decoding)
     sr = recognizer.model.sample_rate
     if file == "-":
         source: Iterable[np.ndarray] = stdin_pcm(rate, pcm_format, sr, feed_ms)
@@ -267,7 +266,7 @@ def mic(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left
     dev = _input_device(input_device)
     check_microphone(dev)  # no sound device: say so before the (slow) model load
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                             decoding=decoding, live=True)
+                             decoding=decoding)
     source = microphone(recognizer.model.sample_rate, feed_ms, dev)
     if expected is not None:
         stream, view = checked_stream(recognizer, expected, threshold, json_lines, ipa, compare_offline)
@@ -421,8 +420,7 @@ def _stderr():
               "the zero-cost stand-in (default: a random wav2vec2-base-sized model).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", default=None, type=int,
-              help="As for stream (default: PHONESTREAM_THREADS, else up to 2; one fewer than the cores for the "
-              "single live stream, without --streams).")
+              help="As for stream (default: PHONESTREAM_THREADS, else the cores, at most 2).")
 @click.option("--dtype", default="auto", show_default=True, type=click.Choice(DTYPES),
               help="Precision of the model, as for stream (auto: half precision on cuda).")
 @click.option("--config", "configs", multiple=True,
@@ -482,7 +480,7 @@ def bench(model, device, threads, dtype, configs, chunk_ms, left_ms, right_ms, d
 
             threads = threads_per_worker(processes)
         load = functools.partial(load_model, "random-base" if model is None else None if model == "default" else model,
-                                 device=device, threads=threads, dtype=dtype, live=counts is None)
+                                 device=device, threads=threads, dtype=dtype)
     loaded = load()
     cfgs = bench_mod.parse_configs(list(configs), loaded)
     cfgs = [StreamConfig(c.chunk_ms if chunk_ms is None else chunk_ms, c.left_ms if left_ms is None else left_ms,

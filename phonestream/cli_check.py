@@ -73,7 +73,7 @@ def check(file, text, text_file, threshold, model, backbone, vocab, head, head_t
     expected = read_expected(text, text_file)
     expected_words(expected)  # a bad text fails before the model loads
     recognizer = _recognizer(model, backbone, vocab, head, head_type, device, threads, chunk_ms, left_ms, right_ms,
-                             decoding=decoding, live=True)
+                             decoding=decoding)
     sr = recognizer.model.sample_rate
     if file == "-":
         source: Iterable[np.ndarray] = stdin_pcm(rate, pcm_format, sr, feed_ms)

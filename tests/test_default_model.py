@@ -246,9 +246,10 @@ def test_a_silent_tail_is_the_window_followed_by_zeros_and_travels_in_the_config
             WhisperBackbone(tail_ms=bad)
 
 
-def test_a_live_stream_leaves_a_core_to_the_decoder_and_phonestream_threads_wins(monkeypatch, wav_file):
-    """One live stream (stream, mic, check, bench without --streams) runs the encoder on one core fewer than
-    the process may use, at most 2; whole files and servers keep up to 2; PHONESTREAM_THREADS overrides."""
+def test_the_encoder_takes_the_cores_up_to_two_and_phonestream_threads_wins(monkeypatch, wav_file):
+    """Every command, one live stream included, runs the default encoder on the cores the process may use,
+    at most 2 (README, "Threads": once NumPy's BLAS was pinned, two beat one for a live stream too);
+    --threads and PHONESTREAM_THREADS override."""
     import os
 
     from click.testing import CliRunner
@@ -257,28 +258,29 @@ def test_a_live_stream_leaves_a_core_to_the_decoder_and_phonestream_threads_wins
     from phonestream.models.whisper import default_threads
 
     monkeypatch.delenv("PHONESTREAM_THREADS", raising=False)
-    for cores, live, whole in ((1, 1, 1), (2, 1, 2), (4, 2, 2)):
+    for cores, expected in ((1, 1), (2, 2), (4, 2)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cores: set(range(n)))
-        assert (default_threads(live=True), default_threads()) == (live, whole)
+        assert default_threads() == expected
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    assert load_model(None, live=True).backbone.threads == 1 and load_model(None).backbone.threads == 2
-    assert load_model(None, live=True, threads=2).backbone.threads == 2
+    assert load_model(None).backbone.threads == 2 and load_model(None, threads=1).backbone.threads == 1
     monkeypatch.setenv("PHONESTREAM_THREADS", "3")
-    assert default_threads(live=True) == default_threads() == 3
+    assert default_threads() == 3
     monkeypatch.setenv("PHONESTREAM_THREADS", "two")
     bad = CliRunner().invoke(cli.main, ["stream", str(wav_file), "--no-compare-offline"])
     assert bad.exit_code != 0 and "PHONESTREAM_THREADS must be a whole number of threads, got 'two'" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
     monkeypatch.delenv("PHONESTREAM_THREADS")
-    seen: list[bool] = []
+    seen: list[int] = []
     real = cli.load_model
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("live", False))
-        return real(*args, **kwargs)
+        model = real(*args, **kwargs)
+        seen.append(model.backbone.threads)
+        return model
 
     monkeypatch.setattr(cli, "load_model", spy)
-    for command in (["stream", str(wav_file), "--no-compare-offline"], ["transcribe", str(wav_file)]):
+    for command in (["stream", str(wav_file), "--no-compare-offline"], ["transcribe", str(wav_file)],
+                    ["stream", str(wav_file), "--no-compare-offline", "--threads", "1"]):
         result = CliRunner().invoke(cli.main, command)
         assert result.exit_code == 0, result.output
-    assert seen == [True, False]
+    assert seen == [2, 2, 1]  # the live stream as the whole file; --threads wins

@@ -40,7 +40,6 @@ def load_model(
     device: str = "cpu",
     threads: int | None = None,
     dtype: str = "auto",
-    live: bool = False,
 ) -> CTCModel:
     """Load a CTC phoneme model.
 
@@ -53,16 +52,12 @@ def load_model(
         head: safetensors weights of the head; a seeded random head when omitted.
         head_type: ``linear`` or ``conv`` when building a head on the fly.
         device: ``cpu`` or ``cuda``.
-        threads: CPU threads: the default encoder's (None: ``PHONESTREAM_THREADS``, else up to 2, one fewer
-            than the cores when ``live``), torch's intra-op threads for torch models (None keeps torch's
-            default).
+        threads: CPU threads: the default encoder's (None: ``PHONESTREAM_THREADS``, else the cores, at most
+            2), torch's intra-op threads for torch models (None keeps torch's default).
         dtype: the precision the model computes in, one of :data:`.base.DTYPES`: ``auto`` is half precision on
             CUDA (bfloat16 where the GPU has it, else float16; the default model's encoder int8 weights with
             float16 activations) and the backend's own on the CPU (float32; the default model's int8).
             Heads and log-softmax run in float32 and posteriors come back as float32 whatever it is.
-        live: the model will stream one live stream (``stream``, ``mic``, ``check``): the default encoder then
-            leaves a core to the head and decoder (:func:`.whisper.default_threads`). Servers and whole
-            files leave it False.
 
     Raises:
         ModelError: with a one-line reason (missing folder, no CTC head, vocabulary mismatch, a dtype the
@@ -87,18 +82,18 @@ def load_model(
             raise ModelError("the backbone set-up needs both --backbone and --vocab")
         symbols = read_vocab_file(vocab)  # before the (slow) backbone, so a bad file fails fast
         _torch_threads(threads)
-        return assemble(load_backbone(str(backbone), device, dtype=dtype, threads=threads, live=live), symbols,
+        return assemble(load_backbone(str(backbone), device, dtype=dtype, threads=threads), symbols,
                         {"type": head_type}, head)
     if name is None:
         if not (DEFAULT_MODEL_DIR / MODEL_FILE).exists():
             raise ModelError("no default model is installed in this copy of phonestream; pass --model "
                              "(a Hugging Face CTC folder or hub id)")
-        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype, threads, live), DEFAULT_MODEL_DIR)
+        return _with_source(load_backbone_model(DEFAULT_MODEL_DIR, device, dtype, threads), DEFAULT_MODEL_DIR)
     path = Path(name).expanduser()
     if path.exists() and not path.is_dir():
         raise ModelError(f"model path is a file, not a folder: {path}")
     if path.is_dir() and (path / MODEL_FILE).exists():
-        return _with_source(load_backbone_model(path, device, dtype, threads, live), path)
+        return _with_source(load_backbone_model(path, device, dtype, threads), path)
     if path.is_dir() and not (path / "config.json").exists():
         raise ModelError(f"{path} is not a model folder (no config.json or phonestream.json)")
     if not path.exists() and looks_like_a_path(str(name)):

@@ -186,10 +186,10 @@ def save_vocab_file(path: str | Path, vocab: Vocabulary) -> None:
 
 
 def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | None = None,
-                  dtype: str = "auto", threads: int | None = None, live: bool = False) -> Backbone:
+                  dtype: str = "auto", threads: int | None = None) -> Backbone:
     """A backbone from its config dict, or from a path / registered name given as a string, to run in
     ``dtype`` (:data:`~phonestream.models.base.DTYPES`); ``threads``: the CPU threads of the default
-    encoder (None: its default, :func:`.whisper.default_threads` of ``live``; a torch encoder follows
+    encoder (None: its default, :func:`.whisper.default_threads`; a torch encoder follows
     torch's setting)."""
     if isinstance(spec, str):
         spec = {"type": spec} if spec in WHISPER_ENCODERS else {"type": HF_ENCODER_KEY, "path": spec}
@@ -203,13 +203,13 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
         options = {k: v for k, v in spec.items() if k not in ("type", "threads")}
         if "weights" in options:  # fine-tuned encoder variables, a file of the model folder
             options["weights"] = (base or Path(".")) / str(options["weights"])
-        return WhisperBackbone(**options, device=device, dtype=dtype, threads=threads, live=live,
+        return WhisperBackbone(**options, device=device, dtype=dtype, threads=threads,
                                encoder=WHISPER_ENCODERS[kind].name)
     raise ModelError(f"unknown backbone type {kind!r}")
 
 
 def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "auto",
-                        threads: int | None = None, live: bool = False) -> BackboneCTCModel:
+                        threads: int | None = None) -> BackboneCTCModel:
     """Load the folder form written by :meth:`BackboneCTCModel.save`, its backbone to run in ``dtype``
     (the head always runs in float32) with ``threads`` (and ``live``) as :func:`load_backbone` takes them."""
     folder = Path(folder)
@@ -220,7 +220,7 @@ def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "a
     if meta.get("format") != FORMAT:
         raise ModelError(f"{folder} is not a {FORMAT} folder")
     vocab = read_vocab_file(folder / meta.get("vocab", VOCAB_FILE))
-    backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype, threads=threads, live=live)
+    backbone = load_backbone(meta["backbone"], device, base=folder, dtype=dtype, threads=threads)
     head_spec = {k: v for k, v in meta.get("head", {"type": "linear"}).items() if k != "weights"}
     weights = meta.get("head", {}).get("weights")
     check = meta.get("check", {})

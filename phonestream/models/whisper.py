@@ -356,12 +356,11 @@ def compute_type_for(dtype: str, device: str, configured: str = "int8") -> str:
     return chosen
 
 
-def default_threads(live: bool = False) -> int:
-    """The encoder's CTranslate2 threads when none are given: ``PHONESTREAM_THREADS``, else at most 2, and
-    for one live stream (``live``) one fewer than the cores this process may use. A live stream encodes a
-    window of a second or two every step, too little to split well, while its head, decoder and audio run
-    between the encoder calls: on 2 cores one thread beat two in every alternated pair (README, "Threads").
-    A whole file, or many streams batched by the server, gain from the second thread."""
+def default_threads() -> int:
+    """The encoder's CTranslate2 threads when none are given: ``PHONESTREAM_THREADS``, else the cores this
+    process may use, at most 2. One live stream gains from the second thread too: on 2 cores two threads
+    beat one in every alternated pair once NumPy's BLAS was pinned to one thread (README, "Threads"; an
+    OpenBLAS thread spinning on the second core had made one thread look better before)."""
     env = os.environ.get("PHONESTREAM_THREADS")
     if env:
         try:
@@ -372,7 +371,7 @@ def default_threads(live: bool = False) -> int:
         cores = len(os.sched_getaffinity(0))  # a container's or taskset's share, not the host's count
     except AttributeError:  # pragma: no cover - not on Linux
         cores = os.cpu_count() or 1
-    return max(1, min(2, cores - 1 if live else cores))
+    return max(1, min(2, cores))
 
 
 class WhisperBackbone(Backbone):
@@ -387,7 +386,7 @@ class WhisperBackbone(Backbone):
 
     def __init__(self, path: str | None = None, compute_type: str = "int8", threads: int | None = None,
                  device: str = "cpu", dtype: str = "auto", encoder: str = "tiny.en", tail_ms: int = 0,
-                 weights: str | Path | None = None, live: bool = False) -> None:
+                 weights: str | Path | None = None) -> None:
         #: digital silence appended to every window (module docstring), in samples
         self.tail_ms = check_tail_ms(tail_ms)
         self.tail = tail_ms * SAMPLE_RATE // 1000
@@ -417,7 +416,7 @@ class WhisperBackbone(Backbone):
             self.path = path or default_encoder_path(encoder)
             if path is None:
                 verify_encoder(self.path, encoder)
-        self.threads = threads or default_threads(live)
+        self.threads = threads or default_threads()
         gpu = device.startswith("cuda")
         self.device, self.precision = device, self.compute_type
         # equal-length windows per encoder pass: bounded on the CPU, the scheduler's whole batch on a GPU
