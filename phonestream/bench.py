@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .audio import load_audio
-from .decoding import DEFAULT_LOOKAHEAD, GreedyDecoder
+from .decoding import DEFAULT_LOOKAHEAD
 from .engine import Recognizer
 from .metrics import stats
 from .models import random_base_model
@@ -60,12 +60,14 @@ def looped(audio: np.ndarray, total: int, piece: int) -> Iterator[np.ndarray]:
         pos = (pos + n) % len(audio)
 
 
-def decoder_label(kind: str, lm: bool, lookahead: bool) -> str:
-    """The decoder that ran, as bench's tables name it: ``greedy``, ``beam``, ``beam+lm``, with ``+lookahead``
-    for the beam's lookahead commit (greedy has none)."""
-    if kind == "greedy":
+def decoder_label(recognizer: Recognizer) -> str:
+    """The decoder ``recognizer``'s streams run, as bench's tables name it: ``greedy``, ``beam``, ``beam+lm``,
+    with ``+lookahead`` for the beam's lookahead commit (greedy has none)."""
+    d = recognizer.decoder_config()
+    if d.kind == "greedy":
         return "greedy"
-    return ("beam+lm" if lm else "beam") + ("+lookahead" if lookahead else "")
+    lm = d.lm_path(recognizer.model_dir) is not None
+    return ("beam+lm" if lm else "beam") + ("+lookahead" if d.lookahead else "")
 
 
 def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20,
@@ -94,10 +96,7 @@ def run(model: CTCModel, config: StreamConfig, seconds: float, feed_ms: int = 20
     # CPU seconds of the whole process (all its threads) per audio second: unlike the wall-clock RTF it does
     # not count time the host gave to others, so on a shared CPU it says whether the model or the host moved
     result["cpu_rtf"] = round(cpu / result["audio_s"], 4) if result["audio_s"] else None
-    dec = stream.decoder
-    greedy = isinstance(dec, GreedyDecoder)
-    result["decoder"] = decoder_label("greedy" if greedy else "beam", not greedy and dec.has_lm,
-                                      not greedy and dec.lookahead)
+    result["decoder"] = decoder_label(recognizer)
     result["rss_mb_first_minute"] = round(rss_first, 1) if rss_first is not None else None
     result["rss_mb_end"] = round(rss_mb(), 1)
     if offline:
@@ -247,10 +246,8 @@ def _run_part(model: CTCModel, config: StreamConfig, streams: int, first: int, t
         boxes, flowing, during = asyncio.run(main())
     finally:
         scheduler.stop()
-    d = recognizer.decoder_config()
     return {**_outcomes(boxes, seconds, starts), "flowing": flowing, "during": during,
-            "model": model.description,
-            "decoder": decoder_label(d.kind, d.lm_path(recognizer.model_dir) is not None, d.lookahead)}
+            "model": model.description, "decoder": decoder_label(recognizer)}
 
 
 def _counters(scheduler: BatchScheduler) -> dict[str, float]:

@@ -34,7 +34,7 @@ def main() -> None:
     p.add_argument("--presets", default="low,balanced,accurate")
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--repeat", type=int, default=3, help="bench runs per preset, the presets taking turns")
-    p.add_argument("--seconds", default="60", help="audio per bench run")
+    p.add_argument("--seconds", type=float, default=60.0, help="audio per bench run")
     args = p.parse_args()
     model = [] if args.model == "default" else ["-m", args.model]
     limit = ["--limit", str(args.limit)] if args.limit else []
@@ -57,7 +57,7 @@ def main() -> None:
                          f"| {delays['p50']:.2f} / {delays['p95']:.2f} s")
         print(f"{cells[preset]} | (bench follows)", flush=True)
     configs = [arg for preset in presets for arg in ("--config", preset)]
-    bench = phonestream_json("bench", "-m", args.model, *configs, "--seconds", args.seconds,
+    bench = phonestream_json("bench", "-m", args.model, *configs, "--seconds", str(args.seconds),
                              "--repeat", str(args.repeat))
     print()
     print("| preset | chunk / left / right ms | refresh | fraser PER stream / offline | FSDD test PER stream / offline "

@@ -211,7 +211,7 @@ def load_backbone(spec: dict[str, Any] | str, device: str = "cpu", base: Path | 
 def load_backbone_model(folder: str | Path, device: str = "cpu", dtype: str = "auto",
                         threads: int | None = None) -> BackboneCTCModel:
     """Load the folder form written by :meth:`BackboneCTCModel.save`, its backbone to run in ``dtype``
-    (the head always runs in float32) with ``threads`` (and ``live``) as :func:`load_backbone` takes them."""
+    (the head always runs in float32) with ``threads`` as :func:`load_backbone` takes them."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / MODEL_FILE).read_text())
