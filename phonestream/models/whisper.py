@@ -79,24 +79,138 @@ def _window() -> np.ndarray:
     return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float64)  # periodic Hann
 
 
-def log_mel(audio: np.ndarray) -> np.ndarray:
-    """Whisper log-mel features ``[80, len(audio) // 160]`` (float32) of one window of 16 kHz audio."""
+def _padded(audio: np.ndarray) -> np.ndarray:
+    """The window as float64, reflect-padded by half an FFT on each side (what the STFT frames read)."""
     x = np.asarray(audio, dtype=np.float64).reshape(-1)
-    n_frames = len(x) // HOP
-    if n_frames < 1:
+    if len(x) // HOP < 1:
         raise ValueError(f"window of {len(x)} samples is shorter than one mel frame ({HOP} samples)")
     pad = N_FFT // 2
     if len(x) <= pad:  # reflect padding needs more samples than the pad; zero-pad such tiny windows
         x = np.pad(x, (0, pad + 1 - len(x)))
-    xp = np.pad(x, (pad, pad), mode="reflect")
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
-    frames = xp[idx] * _window()[None, :]
-    power = np.abs(np.fft.rfft(frames, n=N_FFT, axis=1)) ** 2  # [T, 201]
-    mel = power @ mel_filters()  # [T, 80]
-    log_spec = np.log10(np.maximum(mel, 1e-10))
+    return np.pad(x, (pad, pad), mode="reflect")
+
+
+def _log10_mel(padded: np.ndarray, frames: np.ndarray | slice) -> np.ndarray:
+    """log10 mel energies ``[frames, 80]`` (float64, before the clamp) of some STFT frames of a padded window."""
+    windows = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP][frames] * _window()
+    power = np.abs(np.fft.rfft(windows, n=N_FFT, axis=1)) ** 2  # [T, 201], as transformers computes it
+    return np.log10(np.maximum(power @ mel_filters(), 1e-10))
+
+
+def _normalised(log_spec: np.ndarray) -> np.ndarray:
+    """Whisper's clamp to 8 below the window's maximum and (x + 4) / 4, as ``[80, T]`` float32."""
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    log_spec = (log_spec + 4.0) / 4.0
-    return np.ascontiguousarray(log_spec.T, dtype=np.float32)
+    return np.ascontiguousarray(((log_spec + 4.0) / 4.0).T, dtype=np.float32)
+
+
+def log_mel(audio: np.ndarray) -> np.ndarray:
+    """Whisper log-mel features ``[80, len(audio) // 160]`` (float32) of one window of 16 kHz audio."""
+    x = np.asarray(audio).reshape(-1)
+    return _normalised(_log10_mel(_padded(x), slice(0, len(x) // HOP)))
+
+
+#: Samples of each hop a window's first hop is matched on before the whole overlap is compared.
+_PROBE = np.array([0, 41, 97, HOP - 1])
+#: The first STFT frame whose 400 samples all lie inside the window (frames 0 and 1 read reflect padding).
+_FIRST_INNER = -(-(N_FFT // 2) // HOP)
+
+
+@dataclass(eq=False)  # entries compare by identity
+class _MelEntry:
+    audio: np.ndarray  # the window's own samples (no tail), a copy
+    probes: np.ndarray  # [hops, len(_PROBE)]: the samples each hop is matched on
+    rows: np.ndarray  # [frames, 80] log10 mel energies before the clamp
+
+    @property
+    def nbytes(self) -> int:
+        return self.audio.nbytes + self.probes.nbytes + self.rows.nbytes
+
+
+class MelCache:
+    """:func:`log_mel` for overlapping windows, each STFT frame computed once: exactly log_mel's output.
+
+    A live stream's consecutive windows share all but a chunk of their audio (balanced: 2.24 of 2.48 s), so
+    most of each window's frames were computed for the window before. The cache is keyed by content, not by
+    stream: a window whose first hop of samples starts some hop of a remembered window, and whose audio from
+    there on equals it, takes the frames that lie inside both windows' audio (not the two edge frames that
+    read reflect padding, nor anything of a silent tail) from it and computes the rest. So any caller --
+    one stream, a server's batch of many, the training recipe -- gets log_mel's frames without saying which
+    stream a window belongs to, and a window that matches nothing is simply computed whole.
+
+    A window that is matched replaces the window it matched, so a live stream keeps one entry; others go
+    oldest first beyond ``max_bytes``. Windows longer than ``max_seconds`` (whole files) are not kept.
+    """
+
+    def __init__(self, max_bytes: int = 32 << 20, max_seconds: float = 10.0) -> None:
+        import threading
+
+        self.max_bytes, self.max_samples = max_bytes, int(max_seconds * SAMPLE_RATE)
+        self._entries: list[_MelEntry] = []  # oldest first
+        self._bytes = 0
+        self._lock = threading.Lock()
+        #: frames taken from the cache and frames computed, since creation (what a test or a profile reads)
+        self.reused = self.computed = 0
+
+    def __call__(self, window: np.ndarray, real: int | None = None) -> np.ndarray:
+        """log_mel(window); only its first ``real`` samples (default: all) are audio a later window may
+        share, the rest (a silent tail) is never reused."""
+        x = np.asarray(window, dtype=np.float32).reshape(-1)
+        real = len(x) if real is None else real
+        padded = _padded(x)
+        n = len(x) // HOP
+        rows = np.empty((n, N_MELS))
+        todo = np.ones(n, bool)
+        audio = x[:real]
+        probes = audio[: len(audio) // HOP * HOP].reshape(-1, HOP)[:, _PROBE]
+        with self._lock:
+            hit = self._match(audio, probes)
+        if hit is not None:
+            entry, shift, overlap = hit
+            old = entry.rows
+            hi = min(n, (overlap - N_FFT // 2) // HOP + 1, len(old) - shift)  # frames [_FIRST_INNER, hi)
+            if hi > _FIRST_INNER:
+                rows[_FIRST_INNER:hi] = old[_FIRST_INNER + shift : hi + shift]
+                todo[_FIRST_INNER:hi] = False
+        idx = np.flatnonzero(todo)
+        if len(idx):
+            rows[idx] = _log10_mel(padded, idx)
+        self.reused += n - len(idx)
+        self.computed += len(idx)
+        if real <= self.max_samples:
+            audio, probes = audio.copy(), probes.copy()
+            with self._lock:
+                if hit is not None and hit[0] in self._entries:
+                    self._drop(hit[0])
+                self._entries.append(_MelEntry(audio, probes, rows))
+                self._bytes += self._entries[-1].nbytes
+                while self._bytes > self.max_bytes and len(self._entries) > 1:
+                    self._drop(self._entries[0])
+        return _normalised(rows)
+
+    def _drop(self, entry: _MelEntry) -> None:
+        self._entries.remove(entry)
+        self._bytes -= entry.nbytes
+
+    def _match(self, audio: np.ndarray, probes: np.ndarray) -> tuple[_MelEntry, int, int] | None:
+        """(entry, shift in frames, overlapping samples) of the newest entry holding ``audio``'s start;
+        ``probes`` are ``audio``'s own, hop by hop."""
+        if not len(probes):
+            return None
+        for entry in reversed(self._entries):
+            tries = 0
+            for start in np.flatnonzero((entry.probes == probes[0]).all(1)):
+                hops = min(len(probes), len(entry.probes) - start)
+                # silence matches many hops: the probes of the whole overlap sort those out cheaply
+                if not np.array_equal(entry.probes[start : start + hops], probes[:hops]):
+                    continue
+                begin = int(start) * HOP
+                overlap = min(len(audio), len(entry.audio) - begin)
+                if np.array_equal(audio[:overlap], entry.audio[begin : begin + overlap]):
+                    return entry, int(start), overlap
+                tries += 1
+                if tries == 4:
+                    break
+        return None
 
 
 @dataclass(frozen=True)
@@ -421,6 +535,7 @@ class WhisperBackbone(Backbone):
         self.device, self.precision = device, self.compute_type
         # equal-length windows per encoder pass: bounded on the CPU, the scheduler's whole batch on a GPU
         self.max_batch = 1024 if gpu else 32
+        self._mel = MelCache()  # a live stream's windows overlap: each log-mel frame is computed once
         try:
             self._model = ctranslate2.models.Whisper(
                 self.path, device="cuda" if gpu else "cpu", device_index=int(device.partition(":")[2] or 0),
@@ -463,7 +578,7 @@ class WhisperBackbone(Backbone):
         for n, members in groups.items():
             for start in range(0, len(members), self.max_batch):
                 part = members[start : start + self.max_batch]
-                feats = np.stack([log_mel(self._with_tail(windows[i])) for i in part])
+                feats = np.stack([self._mel(self._with_tail(windows[i]), len(windows[i])) for i in part])
                 states = self._model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True)
                 arr = np.asarray(states, dtype=np.float32)
                 t = self.num_frames(n)
