@@ -121,3 +121,17 @@ def test_head_cost_script_times_the_heads_own_calls(tmp_path):
     # the two-layer head reads 2 more frames either side of the steps' new frames than the one-layer one
     assert float(rows[0][3]) > float(rows[1][3])
 
+
+
+def test_step_cost_script_splits_a_step_and_times_both_log_mels():
+    # scripts/step-cost.py: a row per log-mel way, every part timed, the parts within the step
+    script = Path(__file__).resolve().parents[1] / "scripts" / "step-cost.py"
+    out = subprocess.run([sys.executable, str(script), "--seconds", "6", "--rounds", "1", "--latency", "low"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [r[0].strip() for r in rows] == ["frame cache (MelCache)", "whole window (log_mel)"]
+    for r in rows:
+        mel, encoder, head, rest, step = (float(c) for c in r[1:6])
+        assert min(mel, encoder, head) > 0 and rest >= 0
+        assert mel + encoder + head < step
+        assert 0 < float(r[6].split()[0]) < 5

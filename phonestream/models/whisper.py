@@ -12,6 +12,9 @@ in inference (there is only this one function, :func:`log_mel`):
 2. the encoder on those ``n // 160`` mel frames gives ``ceil(n / 320)`` states (384 or 512 dimensions),
    one every 20 ms.
 
+A live stream's windows overlap, so the backbone takes step 1 through :class:`MelCache`, which computes
+each frame once and returns exactly :func:`log_mel`'s features.
+
 A model may ask for a *tail* (``tail_ms`` in its backbone config): that much digital silence appended to
 every window before step 1, its states dropped after step 2. Whisper only ever saw audio followed by the
 zeros it pads to 30 s with, so a window cut off mid-speech is unlike anything it was trained on; a short
