@@ -122,7 +122,6 @@ def test_head_cost_script_times_the_heads_own_calls(tmp_path):
     assert float(rows[0][3]) > float(rows[1][3])
 
 
-
 def test_step_cost_script_splits_a_step_and_times_both_log_mels():
     # scripts/step-cost.py: a row per log-mel way, every part timed, the parts within the step
     script = Path(__file__).resolve().parents[1] / "scripts" / "step-cost.py"

@@ -180,7 +180,7 @@ class MelCache:
         self.reused += n - len(idx)
         self.computed += len(idx)
         if real <= self.max_samples:
-            audio, probes = audio.copy(), probes.copy()
+            audio = audio.copy()  # a view of the caller's window; probes came from fancy indexing, a copy already
             with self._lock:
                 if hit is not None and hit[0] in self._entries:
                     self._drop(hit[0])
