@@ -107,8 +107,8 @@ class Head:
             for layer, kernel in enumerate(self._gemm):
                 padded = np.pad(x, ((k // 2, k // 2), (0, 0)))
                 # the K shifted copies of the padded input side by side [T, K*C] times the [K*C, H] kernel:
-                # one GEMM per layer, and contiguous row copies (a [T, C, K] window view took a strided
-                # gather that cost a third of the GEMM)
+                # one GEMM per layer, and contiguous row copies (reshaping a [T, C, K] window view took a
+                # slow strided gather)
                 win = np.concatenate([padded[j : j + len(x)] for j in range(k)], axis=1)
                 x = _gelu(win @ kernel + w[f"convs.{3 * layer}.bias"])
         return x @ self._proj + w["proj.bias"]
